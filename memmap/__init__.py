@@ -1,0 +1,1 @@
+"""memmap: accelerator memory mapping."""

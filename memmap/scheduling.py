@@ -1,0 +1,138 @@
+"""Schedules and liveness: full-residency live ranges, peak live bytes, and a memory-aware
+list scheduler that searches for a minimum-peak schedule (an upper bound on the true minimum;
+exact minimisation is NP-hard and is the ILP's job)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from memmap.problem import Problem
+
+
+def live_ranges(problem: Problem, schedule: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """Value -> ``(first, last)`` steps if it stays resident from its first to its last use
+    (no spill): produced values from their producer's step, parameters/constants from their
+    first use. Unmanaged and never-touched values are absent."""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for t, o in enumerate(schedule):
+        for v in problem.op_values[o]:
+            if v not in first:
+                first[v] = t
+            last[v] = t
+    return {v: (first[v], last[v]) for v in first}
+
+
+def peak_live_bytes(problem: Problem, schedule: Sequence[int]) -> int:
+    """Largest sum of allocated sizes of values live at one step under full residency."""
+    n = len(schedule)
+    delta = np.zeros(n + 1, dtype=np.int64)
+    asz = problem.alloc_size
+    for v, (a, b) in live_ranges(problem, schedule).items():
+        delta[a] += asz[v]
+        delta[b + 1] -= asz[v]
+    return int(np.cumsum(delta)[:n].max()) if n else 0
+
+
+def _greedy(problem: Problem, rank: Sequence[int], variant: str, rng: np.random.Generator | None):
+    """One memory-aware list schedule. ``rank[o]``: tie-break position of op o."""
+    g = problem.graph
+    asz = problem.alloc_size
+    managed = problem.managed
+    n_ops = len(g.ops)
+    preds_left = [0] * n_ops
+    succs: list[list[int]] = [[] for _ in range(n_ops)]
+    for op in g.ops:
+        ps = {g.values[v].producer for v in op.inputs if g.values[v].producer is not None}
+        preds_left[op.id] = len(ps)
+        for q in ps:
+            succs[q].append(op.id)
+    readers_left = [len(v.consumers) for v in g.values]
+    live = [False] * len(g.values)
+    ready = [o for o in range(n_ops) if preds_left[o] == 0]
+    order: list[int] = []
+    cur = 0
+
+    def score(o: int):
+        op = g.ops[o]
+        alloc = 0
+        free = 0
+        for v in op.inputs:
+            if not managed[v]:
+                continue
+            if not live[v]:
+                alloc += asz[v]
+            if readers_left[v] == 1:
+                free += asz[v]
+        for v in op.outputs:
+            if managed[v]:
+                alloc += asz[v]
+                if not g.values[v].consumers:
+                    free += asz[v]
+        step_peak = cur + alloc
+        net = alloc - free
+        noise = rng.random() if rng is not None else 0.0
+        if variant == "net":
+            return (net, step_peak, noise, rank[o])
+        if variant == "peak":
+            return (step_peak, net, noise, rank[o])
+        return (net + step_peak // 2, noise, rank[o])   # "mixed"
+
+    while ready:
+        best = min(ready, key=score)
+        ready.remove(best)
+        order.append(best)
+        op = g.ops[best]
+        for v in op.inputs:
+            if managed[v] and not live[v]:
+                live[v] = True
+                cur += asz[v]
+        for v in op.outputs:
+            if managed[v]:
+                live[v] = True
+                cur += asz[v]
+        for v in op.inputs:
+            readers_left[v] -= 1
+            if readers_left[v] == 0 and live[v]:
+                live[v] = False
+                cur -= asz[v]
+        for v in op.outputs:
+            if live[v] and not g.values[v].consumers:
+                live[v] = False
+                cur -= asz[v]
+        for q in succs[best]:
+            preds_left[q] -= 1
+            if preds_left[q] == 0:
+                ready.append(q)
+    return tuple(order)
+
+
+def min_peak_schedule(problem: Problem, *, restarts: int = 4, seed: int = 0) -> tuple[tuple[int, ...], int]:
+    """Search for a schedule with a small peak of live bytes. Tries the default schedule, three
+    greedy rules (least net allocation, least step peak, a mix) and ``restarts`` randomised
+    tie-breaks of the best rule; returns ``(schedule, peak_live_bytes)`` of the best."""
+    g = problem.graph
+    default = tuple(g.default_schedule)
+    rank = [0] * len(g.ops)
+    for i, o in enumerate(default):
+        rank[o] = i
+    candidates = [default]
+    for variant in ("net", "peak", "mixed"):
+        candidates.append(_greedy(problem, rank, variant, None))
+    scored = [(peak_live_bytes(problem, s), i, s) for i, s in enumerate(candidates)]
+    best_peak, _, best = min(scored)
+    best_variant = ("default", "net", "peak", "mixed")[min(scored)[1]]
+    rng = np.random.default_rng(seed)
+    if best_variant != "default":
+        for _ in range(restarts):
+            s = _greedy(problem, rank, best_variant, rng)
+            pk = peak_live_bytes(problem, s)
+            if pk < best_peak:
+                best_peak, best = pk, s
+    assert problem.graph.check_schedule(best) is None
+    return best, best_peak
+
+
+__all__ = ["live_ranges", "peak_live_bytes", "min_peak_schedule"]
