@@ -1,1 +1,29 @@
-"""memmap: accelerator memory mapping."""
+"""memmap: a compiler pass for accelerator memory mapping.
+
+Decides, for a program and a target accelerator, the operator schedule, which tensors live in
+the scratchpad at which offset and when, and which are spilled, reloaded or prefetched.
+
+    >>> import memmap
+    >>> g = memmap.import_hlo("examples/small_cnn_train.after.hlo")      # doctest: +SKIP
+    >>> plan = memmap.optimize(g, target="npu-4mib", mode="strict")      # doctest: +SKIP
+    >>> memmap.verify_plan(plan).ok                                      # doctest: +SKIP
+    True
+"""
+
+from memmap.budgets import Budgets, compute_budgets
+from memmap.cost import simulate
+from memmap.errors import BadInputError, InfeasibleError, MemmapError, PlanError, SolverTimeoutError
+from memmap.ir import Graph, GraphBuilder, from_jax, import_hlo
+from memmap.pipeline import optimize
+from memmap.plan import Plan, Residency, Transfer
+from memmap.problem import PRESETS, Problem, Target, get_target, parse_size
+from memmap.verify import VerifyResult, verify_plan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadInputError", "Budgets", "Graph", "GraphBuilder", "InfeasibleError", "MemmapError", "PRESETS",
+    "Plan", "PlanError", "Problem", "Residency", "SolverTimeoutError", "Target", "Transfer",
+    "VerifyResult", "compute_budgets", "from_jax", "get_target", "import_hlo", "optimize",
+    "parse_size", "simulate", "verify_plan",
+]

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from memmap.baselines.engine import run_engine
+from memmap.baselines.common import belady_plan
 from memmap.plan import Plan
 from memmap.problem import Problem
 
 
 def solve_belady(problem: Problem, *, schedule=None) -> Plan:
-    """Keep the graph's default schedule (XLA's when the module is scheduled) and run the
-    Belady/best-fit replacement engine over it."""
+    """Keep the graph's default schedule (XLA's when the module is scheduled); Belady
+    replacement with best-fit allocation (online, or linear/static: the better one)."""
     problem.check_feasible()
     sched = tuple(schedule) if schedule is not None else problem.graph.default_schedule
-    return run_engine(problem, sched, solver="belady",
-                      info={"schedule": problem.graph.schedule_origin})
+    return belady_plan(problem, sched, solver="belady", info={"schedule": problem.graph.schedule_origin})

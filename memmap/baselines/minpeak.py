@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from memmap.baselines.engine import run_engine
+from memmap.baselines.common import belady_plan
 from memmap.plan import Plan
 from memmap.problem import Problem
 from memmap.scheduling import min_peak_schedule
@@ -12,4 +12,4 @@ from memmap.scheduling import min_peak_schedule
 def solve_minpeak(problem: Problem, *, seed: int = 0) -> Plan:
     problem.check_feasible()
     sched, peak = min_peak_schedule(problem, seed=seed)
-    return run_engine(problem, sched, solver="minpeak", info={"schedule_peak_live_bytes": peak})
+    return belady_plan(problem, sched, solver="minpeak", info={"schedule_peak_live_bytes": peak})

@@ -1,0 +1,5 @@
+import sys
+
+from memmap.cli import main
+
+sys.exit(main())

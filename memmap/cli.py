@@ -1,0 +1,202 @@
+"""The ``memmap`` command line (docs/cli.md).
+
+Exit codes: 0 success, 1 internal error, 2 bad input (missing/unreadable/malformed file, bad
+size or flag, invalid plan), 3 infeasible, 4 time limit reached without an answer.
+Errors are one line on stderr; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from memmap.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, BadInputError, MemmapError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _progress():
+    """A rich status line on stderr (shown on terminals; silent otherwise)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console
+
+
+def _add_input(sp):
+    sp.add_argument("input", help="HLO text file, XLA dump folder (--xla_dump_to) or '-' for stdin")
+    sp.add_argument("--stage", choices=["after", "before"], default="after",
+                    help="for dump folders: *after_optimizations.txt (default) or *before_optimizations.txt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="memmap", description="Accelerator memory mapping: operator scheduling, "
+                 "scratchpad allocation and tensor replacement for XLA HLO programs.")
+    ap.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    o = sub.add_parser("optimize", help="plan an HLO program for a scratchpad")
+    _add_input(o)
+    o.add_argument("--target", help="target preset (npu-4mib, tpu-cmem-32mib, fusemax)")
+    o.add_argument("--scratchpad", help="scratchpad capacity, e.g. 4MiB, 512KiB, 1048576 (overrides the preset's)")
+    o.add_argument("--mode", choices=["strict", "tiered"], default="strict")
+    o.add_argument("--solver", default="best", help="msa, belady, minpeak, ... or best (all, keep the best)")
+    o.add_argument("--time-limit", type=float, default=60.0, help="seconds per solver (default 60)")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--activations-only", action="store_true",
+                   help="parameters and constants stay off-chip (COSMA's activations-only setting)")
+    o.add_argument("-o", "--outdir", required=True, help="directory for plan.json, report.md, timeline.png")
+    o.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
+    o.add_argument("--no-plot", action="store_true", help="skip timeline.png")
+
+    v = sub.add_parser("verify", help="re-check and re-score a plan")
+    _add_input(v)
+    v.add_argument("plan", help="plan.json written by memmap optimize")
+    v.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("budgets", help="COSMA's budgets M_R, M_P, M_H")
+    _add_input(b)
+    b.add_argument("--activations-only", action="store_true")
+    b.add_argument("--target", help="take the alignment from this preset")
+    b.add_argument("--alignment", type=int, help="allocation alignment in bytes (default 64)")
+    b.add_argument("--json", action="store_true")
+
+    c = sub.add_parser("cascade", help="FuseMax einsum cascades (see `memmap cascade -h`)", add_help=False)
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+    return ap
+
+
+def _read_input(path: str, stage: str):
+    from memmap.pipeline import load_graph
+
+    if path == "-":
+        return load_graph(sys.stdin.read(), stage=stage), []
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(f"{path}: no such file or directory")
+    return load_graph(p, stage=stage), [p]
+
+
+def cmd_optimize(args) -> int:
+    from memmap.pipeline import check_output_dir, optimize
+    from memmap.report import plan_report
+
+    outdir = Path(args.outdir)
+    graph, inputs = _read_input(args.input, args.stage)
+    check_output_dir(outdir, inputs)
+    console = _progress()
+    t0 = time.perf_counter()
+    with console.status("importing done; solving...") as status:
+        plan = optimize(graph, target=args.target, scratchpad=args.scratchpad, mode=args.mode,
+                        solver=args.solver, time_limit_s=args.time_limit, seed=args.seed,
+                        activations_only=args.activations_only,
+                        progress=lambda msg: status.update(f"{msg} ({time.perf_counter() - t0:.1f} s)"))
+    outdir.mkdir(parents=True, exist_ok=True)
+    plan_path = outdir / "plan.json"
+    plan.to_json(plan_path)
+    (outdir / "report.md").write_text(plan_report(plan, input_name=args.input))
+    if not args.no_plot:
+        from memmap.timeline import draw_timeline
+
+        draw_timeline(plan, outdir / "timeline.png")
+    m = plan.metrics
+    if args.json:
+        out = {"solver": plan.solver, "status": plan.status,
+               "noncompulsory_bytes": m["noncompulsory_bytes"], "compulsory_bytes": m["compulsory_bytes"],
+               "peak_scratchpad_bytes": m["peak_scratchpad_bytes"], "modeled_time_s": m["modeled_time_s"],
+               "solve_time_s": plan.solve_time_s, "plan_path": str(plan_path),
+               "mode": plan.problem.mode, "capacity_bytes": plan.problem.target.capacity_bytes,
+               "comparison": plan.info.get("comparison", [])}
+        print(json.dumps(out))
+    else:
+        print(f"{plan.solver}: non-compulsory {m['noncompulsory_bytes']} B, compulsory {m['compulsory_bytes']} B, "
+              f"peak {m['peak_scratchpad_bytes']} B of {plan.problem.target.capacity_bytes} B, "
+              f"modelled {m['modeled_time_s'] * 1e3:.4f} ms -> {outdir}/")
+    return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from memmap.cost import simulate
+    from memmap.plan import Plan
+    from memmap.verify import verify_plan
+
+    graph, _ = _read_input(args.input, args.stage)
+    plan = Plan.from_json(Path(args.plan))
+    result = verify_plan(plan, graph=graph)
+    metrics = simulate(plan) if result.ok else {}
+    if args.json:
+        print(json.dumps({"valid": result.ok, "errors": list(result.errors), "metrics": metrics}))
+    elif result.ok:
+        print(f"valid: non-compulsory {metrics['noncompulsory_bytes']} B, peak {metrics['peak_scratchpad_bytes']} B, "
+              f"modelled {metrics['modeled_time_s'] * 1e3:.4f} ms")
+    if not result.ok:
+        if not args.json:
+            print(f"memmap: error: invalid plan {args.plan}: {result.reason}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def cmd_budgets(args) -> int:
+    from memmap.budgets import compute_budgets
+    from memmap.pipeline import make_target
+    from memmap.problem import Problem, Target, format_bytes
+
+    graph, _ = _read_input(args.input, args.stage)
+    tgt = make_target(args.target or Target("custom", 1 << 50, source="memmap budgets"), None,
+                      alignment_bytes=args.alignment)
+    b = compute_budgets(Problem(graph, tgt.with_capacity(1 << 50), "strict", args.activations_only))
+    d = b.to_dict() | {"alignment_bytes": tgt.alignment_bytes, "activations_only": args.activations_only,
+                       "num_ops": len(graph.ops)}
+    if args.json:
+        print(json.dumps(d))
+    else:
+        print(f"M_R = {b.m_r_bytes} B ({format_bytes(b.m_r_bytes)})  M_H = {b.m_h_bytes} B  "
+              f"M_P = {b.m_p_bytes} B ({format_bytes(b.m_p_bytes)}, {d['m_p_kind']})")
+    return EXIT_OK
+
+
+def cmd_cascade(args) -> int:
+    try:
+        from memmap.cascade.cli import main as cascade_main
+    except ImportError as e:  # pragma: no cover - present in the package
+        raise MemmapError(f"cascade tools unavailable: {e}") from None
+    return cascade_main(list(args.rest))
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")   # keep XLA's C++ info logs off stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:   # argparse: --help (0) or a one-line usage error (2)
+        return int(e.code or 0)
+    handlers = {"optimize": cmd_optimize, "verify": cmd_verify, "budgets": cmd_budgets,
+                "cascade": cmd_cascade}
+    try:
+        return handlers[args.cmd](args)
+    except MemmapError as e:
+        if args.debug:
+            raise
+        print(f"memmap: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("memmap: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place that turns bugs into exit 1
+        if args.debug:
+            raise
+        print(f"memmap: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              f"(rerun with --debug for a traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

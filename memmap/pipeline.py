@@ -1,0 +1,147 @@
+"""import -> solve -> prefetch -> verify -> score, as named stages. Used by the API and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from memmap.cost import simulate
+from memmap.errors import BadInputError, InfeasibleError, MemmapError
+from memmap.ir.graph import Graph, GraphError
+from memmap.plan import Plan
+from memmap.prefetch import hoist_prefetches
+from memmap.problem import MODES, Problem, Target, get_target, parse_size  # noqa: F401
+from memmap.solvers import SOLVERS
+from memmap.verify import verify_plan
+
+ProgressFn = Callable[[str], None]
+
+
+class SolverFailed(MemmapError):
+    """A solver produced a plan that the verifier rejected (a bug in that solver)."""
+
+
+def load_graph(source: str | os.PathLike, *, stage: str = "after") -> Graph:
+    """Import an HLO file, HLO text or XLA dump folder. Errors become :class:`BadInputError`."""
+    from memmap.ir.hlo import HloImportError, import_hlo
+
+    if stage not in ("before", "after"):
+        raise BadInputError(f"invalid stage {stage!r}; expected 'before' or 'after'")
+    try:
+        return import_hlo(source, stage=stage)
+    except HloImportError as e:
+        raise BadInputError(str(e)) from None
+    except GraphError as e:
+        raise BadInputError(f"{source}: {e}") from None
+
+
+def make_target(target: str | Target | None = None, scratchpad: str | int | None = None, *,
+                alignment_bytes: int | None = None) -> Target:
+    """A preset (by name) or a Target, with the capacity overridden by ``scratchpad``
+    (``4MiB``, ``512KiB``, bytes). With neither, a clear error."""
+    if target is None and scratchpad is None:
+        raise BadInputError("give a target preset (--target) or a scratchpad size (--scratchpad)")
+    if isinstance(target, Target):
+        tgt = target
+    elif target is not None:
+        tgt = get_target(target)
+    else:
+        tgt = Target(name="custom", capacity_bytes=1, source="--scratchpad")
+    if scratchpad is not None:
+        tgt = tgt.with_capacity(parse_size(scratchpad))
+    if alignment_bytes is not None:
+        tgt = dataclasses.replace(tgt, alignment_bytes=int(alignment_bytes))
+    return tgt
+
+
+def _ranking_key(mode: str):
+    if mode == "strict":
+        return lambda m: (m["noncompulsory_bytes"], m["modeled_time_s"])
+    return lambda m: (m["modeled_time_s"], m["noncompulsory_bytes"])
+
+
+def run_solver(problem: Problem, name: str, *, seed: int = 0, time_limit_s: float = 60.0,
+               prefetch: bool = True) -> Plan:
+    """Run one solver, hoist its prefetches, verify and score the plan."""
+    try:
+        fn = SOLVERS[name]
+    except KeyError:
+        raise BadInputError(f"unknown solver {name!r}; available: {', '.join(sorted(SOLVERS))}, best") from None
+    t0 = time.perf_counter()
+    plan = fn(problem, seed=seed, time_limit_s=time_limit_s)
+    if prefetch:
+        plan = hoist_prefetches(plan)
+    plan.solve_time_s = time.perf_counter() - t0
+    result = verify_plan(plan)
+    if not result.ok:
+        raise SolverFailed(f"solver {name!r} produced an invalid plan: {result.reason}")
+    plan.metrics = simulate(plan)
+    return plan
+
+
+def optimize(graph: Graph, *, target: str | Target | None = None, scratchpad: str | int | None = None,
+             mode: str = "strict", solver: str = "best", time_limit_s: float = 60.0, seed: int = 0,
+             activations_only: bool = False, progress: ProgressFn | None = None) -> Plan:
+    """Plan ``graph`` for a target: schedule, scratchpad offsets, spills/reloads/prefetches.
+
+    ``solver="best"`` runs every registered solver and keeps the best verified plan (strict:
+    fewest non-compulsory bytes, then modelled time; tiered: modelled time first); the
+    comparison is in ``plan.info["comparison"]``. Raises :class:`InfeasibleError` (strict mode
+    below M_R) and :class:`BadInputError` for bad options.
+    """
+    if mode not in MODES:
+        raise BadInputError(f"invalid mode {mode!r}; expected one of {', '.join(MODES)}")
+    tgt = make_target(target, scratchpad)
+    problem = Problem(graph, tgt, mode, activations_only)
+    problem.check_feasible()
+    names = list(SOLVERS) if solver == "best" else [solver]
+    if solver != "best" and solver not in SOLVERS:
+        raise BadInputError(f"unknown solver {solver!r}; available: {', '.join(sorted(SOLVERS))}, best")
+    plans: list[Plan] = []
+    failures: dict[str, str] = {}
+    for name in names:
+        if progress:
+            progress(f"solving with {name}")
+        try:
+            plans.append(run_solver(problem, name, seed=seed, time_limit_s=time_limit_s))
+        except InfeasibleError:
+            raise
+        except MemmapError as e:
+            if solver != "best":
+                raise
+            failures[name] = str(e)
+    if not plans:
+        raise SolverFailed("no solver produced a valid plan: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
+    key = _ranking_key(mode)
+    best = min(plans, key=lambda p: (key(p.metrics), names.index(p.solver)))
+    if len(names) > 1:
+        best.info["comparison"] = [
+            {"solver": p.solver, "status": p.status, "solve_time_s": p.solve_time_s,
+             **{k: p.metrics[k] for k in ("noncompulsory_bytes", "compulsory_bytes",
+                                          "peak_scratchpad_bytes", "modeled_time_s")}}
+            for p in plans
+        ] + [{"solver": k, "status": "FAILED", "error": v} for k, v in failures.items()]
+    return best
+
+
+def check_output_dir(outdir: Path, inputs: list[Path]) -> None:
+    """Refuse an OUTDIR that is (or would overwrite) one of the inputs."""
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise BadInputError(f"{outdir}: exists and is not a directory")
+    for src in inputs:
+        try:
+            src_r = Path(src).resolve()
+        except OSError:
+            continue
+        if outdir.resolve() == src_r:
+            raise BadInputError(f"{outdir}: the output directory is the input; choose another -o")
+        for name in ("plan.json", "report.md", "timeline.png"):
+            if (outdir / name).resolve() == src_r:
+                raise BadInputError(f"{outdir / name}: writing there would overwrite the input; choose another -o")
+
+
+__all__ = ["load_graph", "make_target", "optimize", "run_solver", "check_output_dir", "SolverFailed"]
