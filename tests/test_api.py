@@ -1,0 +1,59 @@
+"""The public Python API and determinism (same input, options and seed -> same plan)."""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import memmap
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _strip(plan):
+    d = plan.to_dict()
+    d.pop("solve_time_s")
+    d["info"].pop("comparison", None)
+    return json.dumps(d, sort_keys=True)
+
+
+def test_public_surface():
+    for name in ("import_hlo", "from_jax", "Target", "PRESETS", "optimize", "verify_plan", "Plan"):
+        assert name in memmap.__all__
+
+
+@pytest.mark.parametrize("mode", ["strict", "tiered"])
+def test_optimize_deterministic(mode):
+    g = memmap.import_hlo(ROOT / "examples" / "lstm.before.hlo")
+    b = memmap.compute_budgets(memmap.Problem(g, memmap.Target("t", 1 << 40), "strict"))
+    plans = [memmap.optimize(g, scratchpad=b.m_h_bytes, mode=mode, seed=3) for _ in range(2)]
+    assert _strip(plans[0]) == _strip(plans[1])
+    assert memmap.verify_plan(plans[0]).ok
+    again = memmap.Plan.from_json(plans[0].to_json())
+    assert memmap.verify_plan(again, graph=g).ok
+
+
+def test_from_jax_and_optimize():
+    def f(x, w1, w2):
+        return jnp.tanh(x @ w1) @ w2
+
+    args = (jnp.ones((8, 64)), jnp.ones((64, 256)), jnp.ones((256, 16)))
+    for stage in ("optimized", "lowered"):
+        g = memmap.from_jax(f, *args, stage=stage)
+        assert g.num_ops > 0
+        plan = memmap.optimize(g, target="npu-4mib", mode="strict")
+        assert memmap.verify_plan(plan).ok
+        assert plan.metrics["noncompulsory_bytes"] == 0   # everything fits in 4 MiB
+
+
+def test_optimize_bad_options():
+    g = memmap.import_hlo(ROOT / "examples" / "lstm.before.hlo")
+    with pytest.raises(memmap.BadInputError):
+        memmap.optimize(g)
+    with pytest.raises(memmap.BadInputError):
+        memmap.optimize(g, scratchpad="1MiB", mode="loose")
+    with pytest.raises(memmap.InfeasibleError) as e:
+        memmap.optimize(g, scratchpad=1024)
+    assert e.value.culprits and e.value.budget_bytes == 1024
