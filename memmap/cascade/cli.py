@@ -4,6 +4,7 @@ Usage::
 
     memmap cascade passes
     memmap cascade fusemax [--json] [--models BERT-Base XLM] [--seq-lens 1024 4096] [--batch 64]
+    memmap cascade detect INPUT [--target NAME | --scratchpad SIZE] [--stage before] [--json]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import statistics
 
+from memmap.cascade.detect import add_detect_arguments, run_detect
 from memmap.cascade.library import ATTENTION_CASCADES
 from memmap.cascade.model import PAPER_MODELS, PAPER_SEQ_LENS, PointResult, evaluate_point
 from memmap.cascade.passes import analyze_passes
@@ -135,6 +137,9 @@ def main(argv: list[str]) -> int:
     f.add_argument("--seq-lens", nargs="+", type=int, default=None, help="sequence lengths (default: 1K..1M)")
     f.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
     f.set_defaults(func=_cmd_fusemax)
+    d = sub.add_parser("detect", help="find softmax(Q K^T) V in an HLO module and plan it 1-pass")
+    add_detect_arguments(d)
+    d.set_defaults(func=run_detect)
     args = parser.parse_args(argv)
     return args.func(args)
 
