@@ -32,7 +32,34 @@ def _minpeak(problem: Problem, *, seed: int = 0, time_limit_s: float | None = No
     return solve_minpeak(problem, seed=seed)
 
 
-SOLVERS: dict[str, SolverFn] = {"msa": _msa, "belady": _belady, "minpeak": _minpeak}
+def _ilp(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None) -> Plan:
+    """CP-SAT (memmap.ilp) warm-started from the baselines: the best baseline plan is the hint,
+    every baseline plan and the M_P schedule are candidate schedules. The time limit is the
+    ILP's nominal budget (deterministic); the baselines run before it."""
+    from memmap.baselines import solve_belady, solve_minpeak, solve_msa
+    from memmap.budgets import compute_budgets
+    from memmap.cost import simulate
+    from memmap.ilp import solve_ilp
+    from memmap.prefetch import hoist_prefetches
+
+    limit = 60.0 if time_limit_s is None else float(time_limit_s)
+    problem.check_feasible()
+    base = []
+    for fn in (lambda: solve_msa(problem), lambda: solve_belady(problem), lambda: solve_minpeak(problem, seed=seed)):
+        plan = hoist_prefetches(fn())
+        plan.metrics = simulate(plan)
+        base.append(plan)
+    if problem.mode == "strict":
+        best = min(base, key=lambda p: (p.metrics["noncompulsory_bytes"], p.metrics["modeled_time_s"]))
+    else:
+        best = min(base, key=lambda p: (p.metrics["modeled_time_s"], p.metrics["noncompulsory_bytes"]))
+    m_p_schedule = compute_budgets(problem, seed=seed).schedule
+    # the ILP's budget is nominal (never derived from elapsed time) so the plan is deterministic
+    return solve_ilp(problem, time_limit_s=limit, seed=seed, workers=2, hint=best,
+                     hint_schedules=[p for p in base if p is not best] + [m_p_schedule])
+
+
+SOLVERS: dict[str, SolverFn] = {"msa": _msa, "belady": _belady, "minpeak": _minpeak, "ilp": _ilp}
 BASELINES: tuple[str, ...] = ("msa", "belady", "minpeak")
 
 

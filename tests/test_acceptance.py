@@ -50,7 +50,7 @@ def optimize_and_check(src, mode, tmp_path, capsys, extra=()):
     for budget in ("m_r_bytes", "m_h_bytes"):
         outdir = tmp_path / f"{mode}-{budget}"
         code = main(["optimize", str(src), "--scratchpad", str(b[budget]), "--mode", mode,
-                     "-o", str(outdir), "--json", "--no-plot", *extra])
+                     "-o", str(outdir), "--json", "--no-plot", "--time-limit", "5", *extra])
         out, err = capsys.readouterr()
         assert code == 0, err
         res = json.loads(out)
@@ -81,7 +81,7 @@ def test_xla_dump_folder_both_stages(tmp_path, capsys):
     d = dump_folder("mlp.train", tmp_path / "dump")
     for stage in ("after", "before"):
         code = main(["optimize", str(d), "--stage", stage, "--target", "npu-4mib", "-o",
-                     str(tmp_path / f"o-{stage}"), "--json", "--no-plot"])
+                     str(tmp_path / f"o-{stage}"), "--json", "--no-plot", "--time-limit", "5"])
         out, err = capsys.readouterr()
         assert code == 0, err
         tiny_checker(json.loads((tmp_path / f"o-{stage}" / "plan.json").read_text()))

@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _strip(plan):
+    """The plan itself (timings in solve_time_s/info are wall-clock and may differ)."""
     d = plan.to_dict()
-    d.pop("solve_time_s")
-    d["info"].pop("comparison", None)
-    return json.dumps(d, sort_keys=True)
+    keep = ("solver", "status", "schedule", "residencies", "transfers", "metrics")
+    return json.dumps({k: d[k] for k in keep}, sort_keys=True)
 
 
 def test_public_surface():
@@ -28,7 +28,7 @@ def test_public_surface():
 def test_optimize_deterministic(mode):
     g = memmap.import_hlo(ROOT / "examples" / "lstm.before.hlo")
     b = memmap.compute_budgets(memmap.Problem(g, memmap.Target("t", 1 << 40), "strict"))
-    plans = [memmap.optimize(g, scratchpad=b.m_h_bytes, mode=mode, seed=3) for _ in range(2)]
+    plans = [memmap.optimize(g, scratchpad=b.m_h_bytes, mode=mode, seed=3, time_limit_s=5) for _ in range(2)]
     assert _strip(plans[0]) == _strip(plans[1])
     assert memmap.verify_plan(plans[0]).ok
     again = memmap.Plan.from_json(plans[0].to_json())
@@ -43,7 +43,7 @@ def test_from_jax_and_optimize():
     for stage in ("optimized", "lowered"):
         g = memmap.from_jax(f, *args, stage=stage)
         assert g.num_ops > 0
-        plan = memmap.optimize(g, target="npu-4mib", mode="strict")
+        plan = memmap.optimize(g, target="npu-4mib", mode="strict", time_limit_s=5)
         assert memmap.verify_plan(plan).ok
         assert plan.metrics["noncompulsory_bytes"] == 0   # everything fits in 4 MiB
 

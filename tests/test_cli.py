@@ -30,14 +30,15 @@ def one_line_error(err):
 
 def test_optimize_writes_outputs_and_json(tmp_path, capsys):
     out = tmp_path / "out"
-    code, stdout, err = run(["optimize", EXAMPLE, "--scratchpad", "14MiB", "-o", out, "--json"], capsys)
+    code, stdout, err = run(["optimize", EXAMPLE, "--scratchpad", "14MiB", "-o", out, "--json",
+                             "--time-limit", "5"], capsys)
     assert code == 0, err
     d = json.loads(stdout)
     for k in ("solver", "status", "noncompulsory_bytes", "compulsory_bytes", "peak_scratchpad_bytes",
               "modeled_time_s", "solve_time_s", "plan_path"):
         assert k in d
-    assert d["solver"] in ("msa", "belady", "minpeak")
-    assert len(d["comparison"]) >= 3
+    assert d["solver"] in ("msa", "belady", "minpeak", "ilp")
+    assert {c["solver"] for c in d["comparison"]} >= {"msa", "belady", "minpeak", "ilp"}
     assert d["peak_scratchpad_bytes"] <= 14 << 20
     for name in ("plan.json", "report.md", "timeline.png"):
         assert (out / name).stat().st_size > 0

@@ -1,0 +1,503 @@
+"""Solving: candidate schedules x the fixed-schedule CP-SAT model, window LNS for large graphs,
+lower bounds, hints, and the final choice. See docs/ilp.md for what is proven.
+
+Public entry point: :func:`solve_ilp`. It imports no other solver: a baseline plan reaches it
+only as a hint (``hint`` / ``hint_schedules``), from the pipeline layer (memmap/solvers.py).
+
+Determinism: CP-SAT runs with ``num_workers`` = ``workers``, ``random_seed`` = ``seed`` and
+``interleave_search`` (CP-SAT's deterministic parallel mode), and every search is limited by a
+*deterministic* time budget (``DET_PER_WALL_S`` deterministic units per second of the time
+limit). The wall-clock limit is kept as a safety net only: when it is what stops a search (a
+very slow or loaded machine) the result can differ between runs, and ``info["stopped_by"]``
+says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from ortools.sat.python import cp_model
+
+from memmap.budgets import spill_free_allocation
+from memmap.cost import simulate
+from memmap.errors import SolverTimeoutError
+from memmap.ilp.model import (Assignment, Fixed, FixedScheduleModel, Instance, decode, encode,
+                              encode_residencies, make_instance, trivial_assignment)
+from memmap.plan import Plan, Residency
+from memmap.prefetch import hoist_prefetches
+from memmap.problem import Problem
+from memmap.verify import verify_plan
+
+ProgressFn = Callable[[str], None]
+
+# deterministic time units granted per wall second of the time limit (measured on the 2-core
+# development machine: CP-SAT's deterministic clock ran at 0.05-0.15 units per wall second on
+# the resnet50 forward model; the wall limit stays as a safety net, enforced by a timer that
+# stops the search, because interleaved search can overrun max_time_in_seconds)
+DET_PER_WALL_S = 0.06
+# above this many operators the whole-graph model is replaced by window LNS
+LARGE_GRAPH_OPS = 1000
+WINDOW_STEPS = 120
+
+
+@dataclasses.dataclass(frozen=True)
+class IlpOptions:
+    """Tuning knobs of :func:`solve_ilp` (validated).
+
+    Attributes:
+      time_limit_s: wall-clock budget of the whole call.
+      seed: CP-SAT random seed.
+      workers: CP-SAT worker threads.
+      deterministic: interleaved search + deterministic time limits (same seed and workers give
+        the same plan).
+      large_graph_ops: graphs with more operators use window LNS.
+      window_steps: LNS window length in steps.
+    """
+
+    time_limit_s: float = 60.0
+    seed: int = 0
+    workers: int = 2
+    deterministic: bool = True
+    large_graph_ops: int = LARGE_GRAPH_OPS
+    window_steps: int = WINDOW_STEPS
+
+    def __post_init__(self):
+        if not self.time_limit_s > 0:
+            raise ValueError(f"ilp: time_limit_s must be positive, got {self.time_limit_s}")
+        if self.workers < 1:
+            raise ValueError(f"ilp: workers must be >= 1, got {self.workers}")
+        if self.window_steps < 4:
+            raise ValueError(f"ilp: window_steps must be >= 4, got {self.window_steps}")
+
+
+@dataclasses.dataclass
+class ScheduleResult:
+    """Outcome of the fixed-schedule search on one candidate schedule.
+
+    Attributes:
+      origin: where the schedule came from (``hint``, ``default``, ``extra1``...).
+      schedule: the schedule.
+      assignment: best assignment found (None: nothing found).
+      status: CP-SAT status name of the last (or only) search.
+      objective: strict: non-compulsory bytes; tiered: time proxy in ns.
+      bound: a valid lower bound on ``objective`` for this schedule.
+      proven: ``objective == bound``.
+      time_to_first_solution_s: since the start of :func:`solve_ilp`.
+      wall_s, det_time: spent on this schedule.
+      sizes: model statistics.
+      method: ``full model`` or ``window LNS``.
+      stopped_by: ``deterministic limit`` / ``wall limit`` / ``solved``.
+    """
+
+    origin: str
+    schedule: tuple[int, ...]
+    assignment: Assignment | None = None
+    status: str = "UNKNOWN"
+    objective: float | None = None
+    bound: float = 0.0
+    proven: bool = False
+    time_to_first_solution_s: float | None = None
+    wall_s: float = 0.0
+    det_time: float = 0.0
+    sizes: dict = dataclasses.field(default_factory=dict)
+    method: str = "full model"
+    stopped_by: str = "solved"
+
+
+class _FirstSolution(cp_model.CpSolverSolutionCallback):
+    def __init__(self, t0: float):
+        super().__init__()
+        self.t0 = t0
+        self.first_s: float | None = None
+
+    def on_solution_callback(self):
+        if self.first_s is None:
+            self.first_s = time.perf_counter() - self.t0
+
+
+def _params(solver: cp_model.CpSolver, opts: IlpOptions, wall_s: float, det: float) -> None:
+    prm = solver.parameters
+    prm.num_workers = opts.workers
+    prm.random_seed = opts.seed
+    prm.max_time_in_seconds = max(0.05, wall_s)
+    if opts.deterministic:
+        prm.max_deterministic_time = max(0.01, det)
+        if opts.workers > 1:
+            prm.interleave_search = True
+    prm.use_energetic_reasoning_in_no_overlap_2d = False
+
+
+def _model_sizes(fm: FixedScheduleModel) -> dict:
+    proto = fm.model.proto
+    return {"variables": len(proto.variables), "constraints": len(proto.constraints),
+            "rectangles": fm.num_rectangles, "capacity_rows": getattr(fm, "num_capacity_rows", 0),
+            "values": len(fm.inst.specs), "unit_bytes": fm.inst.unit_bytes}
+
+
+def _objective_of(fm: FixedScheduleModel, raw_obj: float) -> float:
+    """Model objective -> reported objective (strict: non-compulsory bytes)."""
+    if not fm.strict:
+        return float(raw_obj)
+    g, weight = fm.objective_scale
+    return float(int(round(raw_obj)) // weight * g + fm.bytes_const)
+
+
+def _bound_of(fm: FixedScheduleModel, raw_bound: float) -> float:
+    """A valid lower bound in the reported unit: the objective is integral, so ``ceil`` of the
+    solver bound is valid; strict: ``obj = W * bytes/g + count`` with ``0 <= count < W``, so
+    ``bytes >= g * floor(obj / W)``."""
+    b = math.ceil(raw_bound - 1e-6)
+    if not fm.strict:
+        return float(max(0, b))
+    g, weight = fm.objective_scale
+    return float(max(0, b) // weight * g + fm.bytes_const)
+
+
+def _run(fm: FixedScheduleModel, opts: IlpOptions, wall_s: float, det: float, t0: float,
+         hint: Assignment | None):
+    if hint is not None:
+        fm.add_hint(hint)
+    solver = cp_model.CpSolver()
+    _params(solver, opts, wall_s, det)
+    cb = _FirstSolution(t0)
+    timer = threading.Timer(max(0.1, wall_s) + 0.5, solver.stop_search)
+    timer.daemon = True
+    timer.start()
+    try:
+        st = solver.solve(fm.model, cb)
+    finally:
+        timer.cancel()
+    return solver, st, cb
+
+
+def _hints_for(problem: Problem, inst: Instance, plans: Sequence[Plan]) -> Assignment | None:
+    """Best available hint for ``inst.schedule``: the given plans on that schedule (strict:
+    fewest non-compulsory bytes), else a spill-free allocation when it fits, else the trivial
+    evict-everything assignment."""
+    best = None
+    for pl in plans:
+        if tuple(pl.schedule) != inst.schedule:
+            continue
+        m = pl.metrics or simulate(pl)
+        key = (m["noncompulsory_bytes"], m["modeled_time_s"]) if problem.mode == "strict" else \
+            (m["modeled_time_s"], m["noncompulsory_bytes"])
+        if best is None or key < best[0]:
+            best = (key, pl)
+    if best is not None:
+        a = encode(inst, best[1])
+        if a is not None:
+            return a
+    offs, height = spill_free_allocation(problem, inst.schedule)
+    if height <= problem.target.capacity_bytes:
+        res = []
+        for s in inst.specs:
+            res.append(Residency(s.value, s.points[0], s.points[-1], offs[s.value]))
+        return encode_residencies(inst, res)
+    return trivial_assignment(inst)
+
+
+def _solve_full(inst: Instance, opts: IlpOptions, wall_s: float, t0: float, hint: Assignment | None,
+                res: ScheduleResult) -> None:
+    fm = FixedScheduleModel(inst)
+    res.sizes = _model_sizes(fm)
+    t_start = time.perf_counter()
+    solver, st, cb = _run(fm, opts, wall_s, wall_s * DET_PER_WALL_S, t0, hint)
+    res.wall_s = time.perf_counter() - t_start
+    res.det_time = solver.response_proto.deterministic_time
+    res.status = solver.status_name(st)
+    res.time_to_first_solution_s = cb.first_s
+    res.sizes["symmetry"] = getattr(fm, "symmetry", {})
+    if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        res.assignment = fm.read(solver)
+        res.objective = _objective_of(fm, solver.objective_value)
+        res.bound = _bound_of(fm, solver.best_objective_bound)
+        res.proven = st == cp_model.OPTIMAL or res.bound >= res.objective
+        if res.proven:
+            res.bound = res.objective
+    if st == cp_model.OPTIMAL:
+        res.stopped_by = "solved"
+    elif opts.deterministic and res.det_time >= wall_s * DET_PER_WALL_S * 0.99:
+        res.stopped_by = "deterministic limit"
+    else:
+        res.stopped_by = "wall limit"
+
+
+def relaxation_bound(inst: Instance, opts: IlpOptions, wall_s: float) -> float:
+    """A valid lower bound for ``inst.schedule``: the model without addresses (only the
+    per-step byte capacity), whose feasible set contains every solution of the full model.
+    Returns the bound in the reported unit (0 when nothing is known)."""
+    fm = FixedScheduleModel(inst, addresses=False)
+    solver = cp_model.CpSolver()
+    _params(solver, opts, wall_s, wall_s * DET_PER_WALL_S)
+    timer = threading.Timer(max(0.1, wall_s) + 0.5, solver.stop_search)
+    timer.daemon = True
+    timer.start()
+    try:
+        st = solver.solve(fm.model)
+    finally:
+        timer.cancel()
+    if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        if st == cp_model.OPTIMAL:
+            return _bound_of(fm, solver.objective_value)
+        return _bound_of(fm, solver.best_objective_bound)
+    if st == cp_model.INFEASIBLE:
+        raise RuntimeError("ilp: the address-free relaxation is infeasible although the full model "
+                           "had a solution (a bug in the model)")
+    return 0.0
+
+
+def _solve_windows(inst: Instance, opts: IlpOptions, budget_s: float, t0: float, start: Assignment,
+                   res: ScheduleResult, progress: ProgressFn | None) -> None:
+    """Large-neighbourhood search: sweep windows of ``window_steps`` steps (half-overlapping)
+    over the schedule; in each, free the points and gaps inside the window and fix the rest to
+    the incumbent. Every incumbent is a complete solution. Repeats sweeps until a sweep
+    improves nothing or the time is up. Budgets derive from the nominal ``budget_s`` only (never
+    from elapsed wall time), so the same seed and workers give the same plan; the wall clock is
+    only a safety net."""
+    deadline = time.perf_counter() + budget_s
+    n = inst.num_steps
+    w = opts.window_steps
+    windows = [(a, min(n - 1, a + w - 1)) for a in range(0, max(1, n - w // 2), w // 2)]
+    inc = start
+    fm0 = FixedScheduleModel(inst, fixed=Fixed((0, -1), inc))   # everything fixed: cost of inc
+    solver = cp_model.CpSolver()
+    _params(solver, opts, 5.0, 5.0)
+    st = solver.solve(fm0.model)
+    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        raise RuntimeError("ilp: the LNS starting assignment is not a solution (a bug in the hint)")
+    best_obj = _objective_of(fm0, solver.objective_value)   # strict: bytes; tiered: ns (all steps)
+    res.time_to_first_solution_s = time.perf_counter() - t0
+    res.objective = best_obj
+    res.method = "window LNS"
+    sizes = {"windows": len(windows), "window_steps": w, "values": len(inst.specs),
+             "unit_bytes": inst.unit_bytes, "max_window_rectangles": 0}
+    det_budget = budget_s * DET_PER_WALL_S
+    per = max(1.0, budget_s / max(4, len(windows)))
+    det_used = 0.0
+    sweeps = 0
+    res.stopped_by = "solved"
+    while True:
+        improved = False
+        for win in windows:
+            left = deadline - time.perf_counter()
+            if left <= 0.2:
+                res.stopped_by = "wall limit"
+                break
+            if opts.deterministic and det_used >= det_budget:
+                res.stopped_by = "deterministic limit"
+                break
+            fm = FixedScheduleModel(inst, fixed=Fixed(win, inc))
+            sizes["max_window_rectangles"] = max(sizes["max_window_rectangles"], fm.num_rectangles)
+            solver, st, _ = _run(fm, opts, min(left, per) if not opts.deterministic else per, min(per * DET_PER_WALL_S, det_budget - det_used) if
+                                 opts.deterministic else per, t0, inc)
+            det_used += solver.response_proto.deterministic_time
+            if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                obj = _objective_of(fm, solver.objective_value)
+                if obj < best_obj - 0.5:
+                    inc = fm.read(solver)
+                    best_obj = obj
+                    improved = True
+        else:
+            sweeps += 1
+            if improved:
+                continue
+        break
+    sizes["sweeps"] = sweeps
+    res.sizes = sizes
+    res.assignment = inc
+    res.objective = best_obj
+    res.det_time = det_used
+    res.status = "FEASIBLE"
+
+
+def _rank(problem: Problem, m: dict):
+    if problem.mode == "strict":
+        return (m["noncompulsory_bytes"], m["modeled_time_s"])
+    return (m["modeled_time_s"], m["noncompulsory_bytes"])
+
+
+def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, workers: int = 2,
+              hint: Plan | None = None, hint_schedules: Sequence = (), progress: ProgressFn | None = None,
+              deterministic: bool = True, large_graph_ops: int = LARGE_GRAPH_OPS,
+              window_steps: int = WINDOW_STEPS) -> Plan:
+    """Exact fixed-schedule CP-SAT search over candidate schedules; returns the best plan.
+
+    Args:
+      problem: the problem (strict or tiered).
+      time_limit_s: wall-clock budget of the whole call.
+      seed, workers: CP-SAT seed and worker threads (same seed + workers: same plan, see module
+        docstring).
+      hint: a complete plan (e.g. the best baseline). Its schedule is searched first, with the
+        plan as the CP-SAT hint, and the result is never worse than it (it is a candidate of
+        the final choice itself).
+      hint_schedules: more candidate schedules: each a sequence of op ids, or a Plan (its
+        schedule, and the plan as the hint on it).
+      progress: called with one-line messages.
+      deterministic, large_graph_ops, window_steps: see :class:`IlpOptions`.
+
+    Returns a plan whose ``status`` is ``OPTIMAL`` when its traffic (strict) is proven minimal
+    for its schedule, else ``FEASIBLE``; ``info`` holds ``objective``, ``best_bound``, ``gap``,
+    ``time_to_first_solution_s``, ``wall_s``, the model sizes, ``proven`` (what the bound
+    covers) and one entry per candidate schedule. Raises :class:`InfeasibleError` when strict
+    mode is infeasible (an operator's working set exceeds the capacity).
+    """
+    opts = IlpOptions(time_limit_s=time_limit_s, seed=seed, workers=workers, deterministic=deterministic,
+                      large_graph_ops=large_graph_ops, window_steps=window_steps)
+    problem.check_feasible()
+    t0 = time.perf_counter()
+    deadline = t0 + opts.time_limit_s
+
+    def say(msg: str) -> None:
+        if progress:
+            progress(msg)
+
+    # -- candidate schedules (deduplicated, first occurrence names it) -----------------------
+    plans: list[Plan] = [hint] if hint is not None else []
+    cands: list[tuple[str, tuple[int, ...]]] = []
+    if hint is not None:
+        cands.append(("hint", tuple(hint.schedule)))
+    for i, h in enumerate(hint_schedules):
+        if isinstance(h, Plan):
+            plans.append(h)
+            cands.append((f"{h.solver}", tuple(h.schedule)))
+        else:
+            cands.append((f"extra{i + 1}", tuple(int(o) for o in h)))
+    cands.append(("default", tuple(problem.graph.default_schedule)))
+    seen, uniq = set(), []
+    for name, s in cands:
+        if s in seen:
+            continue
+        reason = problem.graph.check_schedule(s)
+        if reason:
+            raise ValueError(f"ilp: candidate schedule {name!r} is invalid: {reason}")
+        seen.add(s)
+        uniq.append((name, s))
+
+    large = problem.graph.num_ops > opts.large_graph_ops
+    # most promising schedule first: the one whose starting solution is cheapest (strict:
+    # non-compulsory bytes of the hint on it; ties keep the given order)
+    prepared = []
+    for k, (name, sched) in enumerate(uniq):
+        inst = make_instance(problem, sched)
+        start = _hints_for(problem, inst, plans)
+        cost = math.inf
+        if start is not None:
+            m0 = simulate(decode(inst, start))
+            cost = m0["noncompulsory_bytes"] if problem.mode == "strict" else m0["modeled_time_s"]
+        prepared.append((cost, k, name, sched, inst, start))
+    prepared.sort(key=lambda x: (x[0], x[1]))
+    results: list[ScheduleResult] = []
+    final: list[tuple[Plan, ScheduleResult | None]] = []
+    # Budgets are split from the nominal time limit, never from elapsed wall time, so that the
+    # deterministic limits (and hence the plan) depend only on the inputs, seed and workers.
+    nominal_left = opts.time_limit_s
+    for idx, (start_cost, _, name, sched, inst, start) in enumerate(prepared):
+        if deadline - time.perf_counter() <= 0.5 and results and not opts.deterministic:
+            say(f"ilp: no time left for schedule {name!r}")
+            break
+        remaining = len(prepared) - idx
+        share = nominal_left * (0.5 if idx == 0 and remaining > 1 else 1.0 / remaining)
+        nominal_left -= share
+        res = ScheduleResult(origin=name, schedule=sched)
+        say(f"ilp: schedule {name!r}: {len(inst.specs)} values, {'window LNS' if large else 'full model'}, "
+            f"{share:.1f} s")
+        if problem.mode == "strict" and start is not None and start_cost == 0:
+            # the starting solution already has zero non-compulsory traffic: globally optimal
+            res.assignment, res.objective, res.bound, res.proven = start, 0.0, 0.0, True
+            res.status, res.time_to_first_solution_s = "OPTIMAL", time.perf_counter() - t0
+            res.method = "starting solution (zero traffic)"
+        elif large:
+            if start is None:
+                say(f"ilp: schedule {name!r}: no starting solution, skipped")
+                continue
+            _solve_windows(inst, opts, share * 0.8, t0, start, res, progress)
+            res.bound = relaxation_bound(inst, opts, max(0.5, share * 0.2))
+            res.proven = res.objective is not None and res.bound >= res.objective
+        else:
+            _solve_full(inst, opts, share, t0, start, res)
+            if res.assignment is not None and not res.proven and problem.mode == "strict":
+                res.bound = max(res.bound, relaxation_bound(inst, opts, max(0.5, 0.1 * share)))
+                res.proven = res.bound >= res.objective
+        results.append(res)
+        say(f"ilp: schedule {name!r}: {res.status}, objective {res.objective}, bound {res.bound}")
+        if res.assignment is not None:
+            plan = decode(inst, res.assignment)
+            final.append((plan, res))
+            if problem.mode == "strict" and res.proven and res.objective == 0:
+                break    # zero non-compulsory traffic: globally optimal, nothing left to gain
+    # the hint itself (and the other given plans) stay candidates: never worse than them
+    for pl in plans:
+        final.append((pl, None))
+    if not final:
+        raise SolverTimeoutError(f"ilp: no solution within {opts.time_limit_s:.1f} s "
+                                 f"(graph {problem.graph.name!r}, {problem.graph.num_ops} operators)")
+    scored = []
+    for k, (pl, res) in enumerate(final):
+        hp = hoist_prefetches(pl)
+        ok = verify_plan(hp)
+        if not ok.ok:
+            if res is None:
+                continue   # a broken hint is ignored (the pipeline reports the baselines itself)
+            raise RuntimeError(f"ilp: decoded plan for schedule {res.origin!r} is invalid: {ok.reason}")
+        m = simulate(hp)
+        scored.append((_rank(problem, m), k, hp, res, m))
+    if not scored:
+        raise SolverTimeoutError("ilp: no valid plan (every hint was invalid and no search found one)")
+    scored.sort(key=lambda x: (x[0], x[1]))
+    _, _, best, res, m = scored[0]
+    wall = time.perf_counter() - t0
+    # bound of the chosen plan's schedule
+    same = [r for r in results if r.schedule == tuple(best.schedule)]
+    r0 = same[0] if same else None
+    bound = r0.bound if r0 is not None else 0.0
+    if problem.mode == "strict":
+        objective = float(m["noncompulsory_bytes"])
+        proven = objective <= bound
+        if objective == 0:
+            proven_text = "globally optimal (zero non-compulsory traffic)"
+        elif proven:
+            proven_text = f"optimal for the fixed schedule {r0.origin!r} (not over all schedules)"
+        else:
+            proven_text = f"feasible; lower bound for the fixed schedule {r0.origin!r} only" if r0 else \
+                "feasible (a given plan was kept; no bound)"
+    else:
+        objective = float(m["modeled_time_s"])
+        proven = False
+        bound = (bound * 1e-9) if r0 is not None else 0.0
+        proven_text = ("feasible; best_bound is a lower bound on the modelled time for the fixed schedule "
+                       f"{r0.origin!r} (roofline + DMA-throughput proxy, rounded to 1 ns per step)") if r0 else \
+            "feasible (a given plan was kept; no bound)"
+    gap = 0.0 if objective <= 0 else max(0.0, (objective - bound) / objective)
+    firsts = [r.time_to_first_solution_s for r in results if r.time_to_first_solution_s is not None]
+    info = {
+        "objective": objective,
+        "objective_kind": "noncompulsory_bytes" if problem.mode == "strict" else "modeled_time_s",
+        "best_bound": bound,
+        "gap": gap,
+        "time_to_first_solution_s": min(firsts) if firsts else None,
+        "wall_s": wall,
+        "proven": proven_text,
+        "chosen": res.origin if res is not None else f"given plan from {best.solver!r}",
+        "seed": seed,
+        "workers": workers,
+        "deterministic": deterministic,
+        "schedules": [
+            {"origin": r.origin, "method": r.method, "status": r.status, "objective": r.objective,
+             "best_bound": r.bound, "proven": r.proven, "time_to_first_solution_s": r.time_to_first_solution_s,
+             "wall_s": r.wall_s, "deterministic_time": r.det_time, "stopped_by": r.stopped_by,
+             "model": r.sizes}
+            for r in results
+        ],
+    }
+    if r0 is not None:
+        info["model"] = r0.sizes
+    status = "OPTIMAL" if proven else "FEASIBLE"
+    return Plan.assemble(problem, best.schedule, best.residencies, best.transfers, solver="ilp",
+                         status=status, solve_time_s=wall, info=dict(best.info, **info))
+
+
+__all__ = ["solve_ilp", "relaxation_bound", "IlpOptions", "ScheduleResult"]
