@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("cascade", help="FuseMax einsum cascades (see `memmap cascade -h`)", add_help=False)
     c.add_argument("rest", nargs=argparse.REMAINDER)
+
+    a = sub.add_parser("alloc", help="fixed-lifetime allocation, MiniMalloc CSV (see `memmap alloc -h`)",
+                       add_help=False)
+    a.add_argument("rest", nargs=argparse.REMAINDER)
     return ap
 
 
@@ -151,7 +155,8 @@ def cmd_budgets(args) -> int:
     graph, _ = _read_input(args.input, args.stage)
     tgt = make_target(args.target or Target("custom", 1 << 50, source="memmap budgets"), None,
                       alignment_bytes=args.alignment)
-    b = compute_budgets(Problem(graph, tgt.with_capacity(1 << 50), "strict", args.activations_only))
+    with _progress().status("searching a min-peak schedule and a spill-free allocation..."):
+        b = compute_budgets(Problem(graph, tgt.with_capacity(1 << 50), "strict", args.activations_only))
     d = b.to_dict() | {"alignment_bytes": tgt.alignment_bytes, "activations_only": args.activations_only,
                        "num_ops": len(graph.ops)}
     if args.json:
@@ -170,6 +175,12 @@ def cmd_cascade(args) -> int:
     return cascade_main(list(args.rest))
 
 
+def cmd_alloc(args) -> int:
+    from memmap.ilp.alloc_cli import main as alloc_main
+
+    return alloc_main(list(args.rest))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")   # keep XLA's C++ info logs off stderr
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -179,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:   # argparse: --help (0) or a one-line usage error (2)
         return int(e.code or 0)
     handlers = {"optimize": cmd_optimize, "verify": cmd_verify, "budgets": cmd_budgets,
-                "cascade": cmd_cascade}
+                "cascade": cmd_cascade, "alloc": cmd_alloc}
     try:
         return handlers[args.cmd](args)
     except MemmapError as e:

@@ -7,7 +7,8 @@
 2. Give the segments offsets with a TFLite-style greedy-by-size best-fit allocator
    (:func:`memmap.static_alloc.greedy_allocate`, several orders, lowest height kept).
 3. If the height exceeds the real capacity, lower ``C'`` (binary search between M_R and the
-   capacity) and repeat; keep the largest ``C'`` whose allocation fits.
+   capacity, to within 1% of the capacity) and repeat; keep the largest ``C'`` whose allocation
+   fits.
 
 Tiered mode uses Belady bypass: a value only enters when room can be made by evicting values
 read later than it; otherwise the operator uses slow memory.
@@ -122,7 +123,8 @@ def _replace_by_bytes(problem: Problem, schedule, cap: int):
     return segs, transfers
 
 
-def solve_linear(problem: Problem, schedule, *, solver: str, max_iters: int = 10) -> Plan | None:
+def solve_linear(problem: Problem, schedule, *, solver: str, max_iters: int = 8,
+                 tolerance: float = 0.01) -> Plan | None:
     cap = problem.target.capacity_bytes
     align = problem.target.alignment_bytes
     lo = problem.m_r_bytes if problem.mode == "strict" else 0
@@ -133,8 +135,10 @@ def solve_linear(problem: Problem, schedule, *, solver: str, max_iters: int = 10
         if r is None:
             return None
         segs, transfers = r
+        # the allocator is quadratic in the number of segments: one order on big instances
+        orders = ("size", "area", "length") if len(segs) <= 3000 else ("size",)
         offs, height = greedy_allocate([s[1] for s in segs], [s[2] for s in segs],
-                                       [problem.alloc_size[s[0]] for s in segs])
+                                       [problem.alloc_size[s[0]] for s in segs], orders=orders)
         if height > cap:
             return None
         res = [Residency(v, a, b, int(off)) for (v, a, b), off in zip(segs, offs)]
@@ -147,7 +151,7 @@ def solve_linear(problem: Problem, schedule, *, solver: str, max_iters: int = 10
     # binary search for the largest effective capacity whose allocation fits
     lo_c, hi_c = lo, hi
     for _ in range(max_iters):
-        if hi_c - lo_c <= align:
+        if hi_c - lo_c <= max(align, int(tolerance * cap)):
             break
         mid = (lo_c + hi_c) // 2 // align * align
         plan = attempt(mid)

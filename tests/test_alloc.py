@@ -1,0 +1,184 @@
+"""Fixed-lifetime allocation (ilp/alloc.py, ilp/alloc_cli.py): hand-made instances, random
+ones cross-checked against CP-SAT, bad CSV rows, and two MiniMalloc benchmarks end to end."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from memmap.errors import BadInputError
+from memmap.ilp.alloc import (AllocProblem, _branch_and_bound, _cpsat, _sections, check_alloc,
+                              peak_live, read_minimalloc_csv, solve_alloc)
+from memmap.ilp.alloc_cli import capacity_from_name, main
+
+CHALLENGING = Path(__file__).resolve().parents[1].parent / "shared" / "minimalloc" / "challenging"
+
+
+def _csv(tmp_path: Path, text: str, name: str = "p.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _exact(p: AllocProblem, capacity: int):
+    """Run the branch and bound alone (no greedy shortcut); sizes are used unscaled."""
+    s0, s1, n_sections = _sections(p.lower, p.upper)
+    width = [u - lo for lo, u in zip(p.lower, p.upper)]
+    import time
+    t0 = time.perf_counter()
+    return _branch_and_bound(s0, s1, width, list(p.size_bytes), n_sections, capacity,
+                             t0 + 20, None, t0)
+
+
+# A zero-waste instance: at every step the live buffers tile [0, 4) exactly.
+ZERO_WASTE = AllocProblem.from_lists(
+    lower=[0, 0, 1, 2, 0, 3],
+    upper=[2, 1, 3, 4, 3, 4],
+    size_bytes=[2, 1, 1, 1, 1, 2])
+
+
+def test_zero_waste_instance_is_placed_optimally():
+    assert peak_live(ZERO_WASTE) == (4, 0)
+    res = solve_alloc(ZERO_WASTE, 4)
+    assert res.status == "OPTIMAL"
+    assert res.height_bytes == 4
+    assert check_alloc(ZERO_WASTE, 4, res.offsets) == []
+    sol, infeasible, _ = _exact(ZERO_WASTE, 4)
+    assert not infeasible and check_alloc(ZERO_WASTE, 4, sol) == []
+
+
+def test_infeasible_by_peak_names_the_step():
+    p = AllocProblem.from_lists([0, 1, 2], [2, 3, 4], [3, 3, 1], ids=["a", "b", "c"])
+    res = solve_alloc(p, 5)
+    assert res.status == "INFEASIBLE" and res.offsets is None
+    assert "step 1" in res.culprits[0] and "'a'" in res.culprits[0] and "'b'" in res.culprits[0]
+
+
+def test_buffer_larger_than_capacity_is_infeasible():
+    res = solve_alloc(AllocProblem.from_lists([0], [1], [9], ids=["big"]), 8)
+    assert res.status == "INFEASIBLE" and "'big'" in res.culprits[0]
+
+
+def test_exact_search_proves_infeasibility_by_exhaustion():
+    """Below the peak the branch and bound (run without the peak shortcut) must exhaust its
+    search and prove that nothing fits, with every pruning rule on."""
+    sol, infeasible, nodes = _exact(ZERO_WASTE, 3)
+    assert sol is None and infeasible and nodes >= 1
+
+
+def test_check_alloc_reports_overlaps_and_bounds():
+    p = AllocProblem.from_lists([0, 1], [2, 3], [2, 2], ids=["x", "y"])
+    assert check_alloc(p, 4, [0, 2]) == []
+    errs = check_alloc(p, 4, [0, 1])
+    assert len(errs) == 1 and "'x'" in errs[0] and "'y'" in errs[0]
+    assert any("outside" in e for e in check_alloc(p, 3, [0, 2]))
+    assert check_alloc(p, 4, [0]) != []
+
+
+def test_zero_size_buffers_take_no_space():
+    p = AllocProblem.from_lists([0, 0, 0], [2, 2, 2], [0, 4, 0])
+    res = solve_alloc(p, 4)
+    assert res.status == "OPTIMAL" and check_alloc(p, 4, res.offsets) == []
+
+
+def test_gcd_scaling_keeps_offsets_in_bytes():
+    p = AllocProblem.from_lists([0, 0, 1], [1, 2, 2], [1024, 2048, 1024])
+    res = solve_alloc(p, 3072)
+    assert res.placed and check_alloc(p, 3072, res.offsets) == []
+    assert all(o % 1024 == 0 for o in res.offsets)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_exact_search_agrees_with_cpsat_on_random_tight_instances(seed):
+    """Capacity = peak live bytes: the branch and bound finds a placement iff CP-SAT does."""
+    rng = random.Random(seed)
+    for _ in range(15):
+        n = rng.randint(4, 9)
+        lo = [rng.randint(0, 5) for _ in range(n)]
+        hi = [x + rng.randint(1, 4) for x in lo]
+        sz = [rng.choice([1, 2, 3, 5]) for _ in range(n)]
+        p = AllocProblem.from_lists(lo, hi, sz)
+        cap = peak_live(p)[0]
+        sol, infeasible, _ = _exact(p, cap)
+        status, _ = _cpsat(lo, hi, sz, cap, None, 10.0, 1, 0, None)
+        assert infeasible == (status == "INFEASIBLE"), (lo, hi, sz, cap)
+        if not infeasible:
+            assert check_alloc(p, cap, sol) == []
+
+
+# ---- reading CSVs -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, needle", [
+    ("id,lower,size\n0,0,4\n", "missing column 'upper'"),
+    ("id,lower,upper,size\n0,0,x,4\n", ":2: column 'upper': 'x' is not an integer"),
+    ("id,lower,upper,size\n0,0,1,4\n1,3,3,4\n", ":3: column 'upper': 3 <= lower 3"),
+    ("id,lower,upper,size\n0,0,1,-4\n", ":2: column 'size': negative size -4"),
+    ("id,lower,upper,size\n7,0,1,4\n7,1,2,4\n", ":3: column 'id': duplicate id '7' (first on line 2)"),
+    ("id,lower,upper,size\n0,0,1\n", ":2: 3 cells, header has 4"),
+    ("", "empty file"),
+])
+def test_bad_csv_rows_name_file_line_and_column(tmp_path, text, needle):
+    path = _csv(tmp_path, text)
+    with pytest.raises(BadInputError) as e:
+        read_minimalloc_csv(path)
+    assert str(path) in str(e.value) and needle in str(e.value)
+
+
+def test_extra_columns_are_kept(tmp_path, capsys):
+    path = _csv(tmp_path, "id,lower,upper,size,name\na,0,2,4,first\nb,1,3,4,second\n")
+    assert main([str(path), "--capacity", "8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "id,lower,upper,size,name,offset"
+    assert lines[1].startswith("a,0,2,4,first,") and lines[2].startswith("b,1,3,4,second,")
+
+
+# ---- CLI ----------------------------------------------------------------------------------
+
+def test_cli_exit_codes(tmp_path, capsys):
+    ok = _csv(tmp_path, "id,lower,upper,size\n0,0,2,2\n1,0,1,1\n2,1,3,1\n3,2,4,1\n4,0,3,1\n5,3,4,2\n",
+              "ok.4.csv")
+    out = tmp_path / "out.csv"
+    assert main([str(ok), "-o", str(out)]) == 0            # capacity from the file name
+    placed = read_minimalloc_csv(ok)
+    rows = out.read_text().splitlines()
+    assert rows[0] == "id,lower,upper,size,offset"
+    offsets = [int(r.split(",")[-1]) for r in rows[1:]]
+    assert check_alloc(placed, 4, offsets) == []
+
+    assert main([str(ok), "--capacity", "3"]) == 3        # peak 4 > 3
+    assert "infeasible" in capsys.readouterr().err
+    assert main([str(ok), "--capacity", "1MiB", "--json", "-o", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["capacity_bytes"] == 1 << 20 and summary["status"] == "OPTIMAL"
+    assert summary["peak_live_bytes"] == 4 and summary["height_bytes"] == 4
+
+    nocap = _csv(tmp_path, "id,lower,upper,size\n0,0,1,1\n", "nocap.csv")
+    assert main([str(nocap)]) == 2
+    assert "no --capacity" in capsys.readouterr().err
+    assert main([str(ok), "-o", str(ok)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to overwrite" in err and "Traceback" not in err
+    assert main([str(ok), "--capacity", "lots"]) == 2
+    assert main([str(tmp_path / "missing.csv"), "--capacity", "4"]) == 2
+    assert capacity_from_name("A.1048576.csv") == 1048576 and capacity_from_name("a.csv") is None
+
+
+@pytest.mark.skipif(not CHALLENGING.is_dir(), reason="shared/minimalloc/challenging not present")
+def test_time_limit_without_answer_exits_4(capsys):
+    # Greedy fails on E and the exact search needs far more than 1 ms: nothing is found.
+    assert main([str(CHALLENGING / "E.1048576.csv"), "--time-limit", "0.001"]) == 4
+    assert "time limit" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not CHALLENGING.is_dir(), reason="shared/minimalloc/challenging not present")
+@pytest.mark.parametrize("name", ["F.1048576.csv", "J.1048576.csv"])
+def test_challenging_benchmarks_end_to_end(tmp_path, name):
+    out = tmp_path / "out.csv"
+    assert main([str(CHALLENGING / name), "-o", str(out), "--time-limit", "60"]) == 0
+    problem = read_minimalloc_csv(CHALLENGING / name)
+    rows = out.read_text().splitlines()[1:]
+    offsets = [int(r.split(",")[-1]) for r in rows]
+    assert check_alloc(problem, 1048576, offsets) == []
