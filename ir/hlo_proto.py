@@ -135,12 +135,18 @@ _MESSAGES: list[tuple[str, list[tuple]]] = [
 ]
 
 
-def _build_classes() -> dict[str, type]:
-    fdp = descriptor_pb2.FileDescriptorProto(name="memmap_xla_hlo_subset.proto", package="xla",
-                                             syntax="proto3")
-    for msg_name, fields in _MESSAGES:
+def build_message_classes(messages=None, *, file_name: str = "memmap_xla_hlo_subset.proto",
+                          extra_fields: dict | None = None) -> dict[str, type]:
+    """Message classes for a subset of XLA's protos.
+
+    ``messages`` defaults to :data:`_MESSAGES` (what the importer reads); ``extra_fields`` maps a
+    message name to more ``(name, number, type, label, type_name)`` fields (e.g. the attention
+    detector adds constants' literals). Unknown fields of a serialized message are skipped."""
+    messages = list(_MESSAGES if messages is None else messages)
+    fdp = descriptor_pb2.FileDescriptorProto(name=file_name, package="xla", syntax="proto3")
+    for msg_name, fields in messages:
         m = fdp.message_type.add(name=msg_name)
-        for fname, number, ftype, label, type_name in fields:
+        for fname, number, ftype, label, type_name in list(fields) + list((extra_fields or {}).get(msg_name, ())):
             f = m.field.add(name=fname, number=number, type=ftype, label=label)
             if type_name:
                 f.type_name = type_name
@@ -152,13 +158,12 @@ def _build_classes() -> dict[str, type]:
             entry.field.add(name="value", number=2, type=_MSG, label=_OPT,
                             type_name=".xla.InstructionSequence")
     pool = descriptor_pool.DescriptorPool()
-    fd = pool.Add(fdp)
-    del fd
+    pool.Add(fdp)
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"xla.{name}"))
-            for name, _ in _MESSAGES}
+            for name, _ in messages}
 
 
-_CLASSES = _build_classes()
+_CLASSES = build_message_classes()
 HloModuleProto = _CLASSES["HloModuleProto"]
 
 

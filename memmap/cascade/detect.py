@@ -46,10 +46,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2
 
-# Private helpers of the importer, reused on purpose (the brief forbids editing ir/): the field
-# list of the proto subset and the stage -> dump-file suffix rule.
+# The importer's proto subset (extended here with literals) and its private stage -> dump-file
+# rule and parser wrapper, reused rather than written twice.
 from memmap.ir import hlo_proto as _hlo_proto
 from memmap.ir.graph import Graph
 from memmap.ir.hlo import ALIAS_OPCODES, HloImportError
@@ -102,30 +102,12 @@ def _build_proto():
         ("f16s", 11, F.TYPE_BYTES, opt, None),
         ("bf16s", 13, F.TYPE_BYTES, opt, None),
     ])
-    messages = [literal]
-    for name, fields in _hlo_proto._MESSAGES:
-        fields = list(fields)
-        if name == "HloInstructionProto":
-            fields += [("literal", 8, F.TYPE_MESSAGE, opt, ".xla.LiteralProto"),
-                       ("comparison_direction", 63, F.TYPE_STRING, opt, None)]
-        messages.append((name, fields))
-    fdp = descriptor_pb2.FileDescriptorProto(name="memmap_attention_detect.proto", package="xla",
-                                             syntax="proto3")
-    for name, fields in messages:
-        m = fdp.message_type.add(name=name)
-        for fname, number, ftype, label, type_name in fields:
-            f = m.field.add(name=fname, number=number, type=ftype, label=label)
-            if type_name:
-                f.type_name = type_name
-        if name == "HloScheduleProto":
-            entry = m.nested_type.add(name="SequencesEntry")
-            entry.options.map_entry = True
-            entry.field.add(name="key", number=1, type=F.TYPE_INT64, label=opt)
-            entry.field.add(name="value", number=2, type=F.TYPE_MESSAGE, label=opt,
-                            type_name=".xla.InstructionSequence")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("xla.HloModuleProto"))
+    extra = {"HloInstructionProto": [("literal", 8, F.TYPE_MESSAGE, opt, ".xla.LiteralProto"),
+                                     ("comparison_direction", 63, F.TYPE_STRING, opt, None)]}
+    classes = _hlo_proto.build_message_classes([literal, *_hlo_proto._MESSAGES],
+                                               file_name="memmap_attention_detect.proto",
+                                               extra_fields=extra)
+    return classes["HloModuleProto"]
 
 
 _ModuleProto = _build_proto()
