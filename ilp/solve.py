@@ -27,9 +27,11 @@ from memmap.cost import simulate
 from memmap.errors import SolverTimeoutError
 from memmap.ilp.model import (Assignment, Fixed, FixedScheduleModel, Instance, decode, encode,
                               encode_residencies, make_instance, trivial_assignment)
+from memmap.ilp.schedule_search import estimate_traffic, search_schedules
 from memmap.plan import Plan, Residency
 from memmap.prefetch import hoist_prefetches
 from memmap.problem import Problem
+from memmap.static_alloc import greedy_allocate
 from memmap.verify import verify_plan
 
 ProgressFn = Callable[[str], None]
@@ -56,6 +58,12 @@ class IlpOptions:
         the same plan).
       large_graph_ops: graphs with more operators use window LNS.
       window_steps: LNS window length in steps.
+      schedule_search: strict mode: search topological orders for less traffic
+        (:mod:`memmap.ilp.schedule_search`) and add the best ones as candidate schedules.
+      search_share: share of the nominal time limit given to the schedule search; None: 0.3,
+        or 0.5 on graphs above ``large_graph_ops`` (window LNS there usually stops early, after a
+        sweep that improves nothing, so the search gets more).
+      search_keep: how many searched schedules become candidates.
     """
 
     time_limit_s: float = 60.0
@@ -64,6 +72,9 @@ class IlpOptions:
     deterministic: bool = True
     large_graph_ops: int = LARGE_GRAPH_OPS
     window_steps: int = WINDOW_STEPS
+    schedule_search: bool = True
+    search_share: float | None = None
+    search_keep: int = 2
 
     def __post_init__(self):
         if not self.time_limit_s > 0:
@@ -72,6 +83,10 @@ class IlpOptions:
             raise ValueError(f"ilp: workers must be >= 1, got {self.workers}")
         if self.window_steps < 4:
             raise ValueError(f"ilp: window_steps must be >= 4, got {self.window_steps}")
+        if self.search_share is not None and not 0.0 <= self.search_share < 1.0:
+            raise ValueError(f"ilp: search_share must be in [0, 1), got {self.search_share}")
+        if self.search_keep < 1:
+            raise ValueError(f"ilp: search_keep must be >= 1, got {self.search_keep}")
 
 
 @dataclasses.dataclass
@@ -174,10 +189,39 @@ def _run(fm: FixedScheduleModel, opts: IlpOptions, wall_s: float, det: float, t0
     return solver, st, cb
 
 
+def _replacement_start(problem: Problem, inst: Instance) -> Assignment | None:
+    """A starting solution for ``inst.schedule`` without a given plan: byte-level Belady
+    replacement (:func:`memmap.ilp.schedule_search.estimate_traffic`) under an effective
+    capacity, its residency segments placed by the greedy best-fit allocator; the effective
+    capacity is lowered until the placement fits the real one. None when no tried one fits."""
+    cap = problem.target.capacity_bytes
+    lo = problem.m_r_bytes
+    asz = problem.alloc_size
+    for frac in (1.0, 0.95, 0.9, 0.8, 0.7, 0.5):
+        c = max(lo, int(cap * frac))
+        est = estimate_traffic(problem, inst.schedule, capacity_bytes=c)
+        if est.feasible:
+            segs = est.segments
+            orders = ("size", "area", "length") if len(segs) <= 3000 else ("size",)
+            offs, height = greedy_allocate([x[1] for x in segs], [x[2] for x in segs], [asz[x[0]] for x in segs],
+                                           orders=orders)
+            if height <= cap:
+                return encode_residencies(inst, [Residency(v, a, b, int(o)) for (v, a, b), o in zip(segs, offs)])
+        if c == lo:
+            break
+    return None
+
+
+def _start_cost(problem: Problem, inst: Instance, a: Assignment) -> float:
+    m = simulate(decode(inst, a))
+    return m["noncompulsory_bytes"] if problem.mode == "strict" else m["modeled_time_s"]
+
+
 def _hints_for(problem: Problem, inst: Instance, plans: Sequence[Plan]) -> Assignment | None:
-    """Best available hint for ``inst.schedule``: the given plans on that schedule (strict:
-    fewest non-compulsory bytes), else a spill-free allocation when it fits, else the trivial
-    evict-everything assignment."""
+    """Best available starting solution for ``inst.schedule``: among the given plans on that
+    schedule, a spill-free allocation when it fits and (strict mode) the replacement start of
+    :func:`_replacement_start`, the cheapest (strict: fewest non-compulsory bytes; ties keep
+    that order); else the trivial evict-everything assignment."""
     best = None
     for pl in plans:
         if tuple(pl.schedule) != inst.schedule:
@@ -187,17 +231,27 @@ def _hints_for(problem: Problem, inst: Instance, plans: Sequence[Plan]) -> Assig
             (m["modeled_time_s"], m["noncompulsory_bytes"])
         if best is None or key < best[0]:
             best = (key, pl)
+    options: list[Assignment] = []
     if best is not None:
         a = encode(inst, best[1])
         if a is not None:
-            return a
+            options.append(a)
     offs, height = spill_free_allocation(problem, inst.schedule)
     if height <= problem.target.capacity_bytes:
         res = []
         for s in inst.specs:
             res.append(Residency(s.value, s.points[0], s.points[-1], offs[s.value]))
-        return encode_residencies(inst, res)
-    return trivial_assignment(inst)
+        options.append(encode_residencies(inst, res))
+    if problem.mode == "strict" and not options:
+        a = _replacement_start(problem, inst)
+        if a is not None:
+            options.append(a)
+    if not options:
+        return trivial_assignment(inst)
+    if len(options) == 1:
+        return options[0]
+    costs = [_start_cost(problem, inst, a) for a in options]
+    return options[min(range(len(options)), key=lambda i: (costs[i], i))]
 
 
 def _solve_full(inst: Instance, opts: IlpOptions, wall_s: float, t0: float, hint: Assignment | None,
@@ -323,8 +377,10 @@ def _rank(problem: Problem, m: dict):
 def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, workers: int = 2,
               hint: Plan | None = None, hint_schedules: Sequence = (), progress: ProgressFn | None = None,
               deterministic: bool = True, large_graph_ops: int = LARGE_GRAPH_OPS,
-              window_steps: int = WINDOW_STEPS) -> Plan:
-    """Exact fixed-schedule CP-SAT search over candidate schedules; returns the best plan.
+              window_steps: int = WINDOW_STEPS, schedule_search: bool = True, search_share: float | None = None,
+              search_keep: int = 2) -> Plan:
+    """Schedule search + exact fixed-schedule CP-SAT search over candidate schedules; returns the
+    best plan.
 
     Args:
       problem: the problem (strict or tiered).
@@ -337,16 +393,21 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
       hint_schedules: more candidate schedules: each a sequence of op ids, or a Plan (its
         schedule, and the plan as the hint on it).
       progress: called with one-line messages.
-      deterministic, large_graph_ops, window_steps: see :class:`IlpOptions`.
+      deterministic, large_graph_ops, window_steps, schedule_search, search_share, search_keep:
+        see :class:`IlpOptions`.
 
-    Returns a plan whose ``status`` is ``OPTIMAL`` when its traffic (strict) is proven minimal
-    for its schedule, else ``FEASIBLE``; ``info`` holds ``objective``, ``best_bound``, ``gap``,
-    ``time_to_first_solution_s``, ``wall_s``, the model sizes, ``proven`` (what the bound
-    covers) and one entry per candidate schedule. Raises :class:`InfeasibleError` when strict
+    Returns a plan whose ``status`` is ``OPTIMAL`` only when its traffic is proven minimal over
+    ALL plans (every schedule): strict mode with zero non-compulsory traffic. ``info`` holds
+    ``objective``, ``best_bound`` and ``gap`` (GLOBAL: valid over every schedule; 0 unless the
+    objective is 0, since no schedule-independent bound is computed), ``schedule_bound`` and
+    ``schedule_gap`` (for the plan's fixed schedule only), ``schedule_proven`` (optimal for its
+    schedule), ``time_to_first_solution_s``, ``wall_s``, the model sizes, ``proven`` (what is
+    proven, in words), ``search`` (the schedule search) and one entry per candidate schedule. Raises :class:`InfeasibleError` when strict
     mode is infeasible (an operator's working set exceeds the capacity).
     """
     opts = IlpOptions(time_limit_s=time_limit_s, seed=seed, workers=workers, deterministic=deterministic,
-                      large_graph_ops=large_graph_ops, window_steps=window_steps)
+                      large_graph_ops=large_graph_ops, window_steps=window_steps,
+                      schedule_search=schedule_search, search_share=search_share, search_keep=search_keep)
     problem.check_feasible()
     t0 = time.perf_counter()
     deadline = t0 + opts.time_limit_s
@@ -378,23 +439,46 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         uniq.append((name, s))
 
     large = problem.graph.num_ops > opts.large_graph_ops
-    # most promising schedule first: the one whose starting solution is cheapest (strict:
-    # non-compulsory bytes of the hint on it; ties keep the given order)
-    prepared = []
-    for k, (name, sched) in enumerate(uniq):
+    strict = problem.mode == "strict"
+
+    def prepare(k: int, name: str, sched: tuple[int, ...]):
         inst = make_instance(problem, sched)
         start = _hints_for(problem, inst, plans)
-        cost = math.inf
-        if start is not None:
-            m0 = simulate(decode(inst, start))
-            cost = m0["noncompulsory_bytes"] if problem.mode == "strict" else m0["modeled_time_s"]
-        prepared.append((cost, k, name, sched, inst, start))
-    prepared.sort(key=lambda x: (x[0], x[1]))
+        cost = math.inf if start is None else _start_cost(problem, inst, start)
+        est = estimate_traffic(problem, sched).noncompulsory_bytes if strict else cost
+        return [est, cost, k, name, sched, inst, start]
+
+    prepared = [prepare(k, name, sched) for k, (name, sched) in enumerate(uniq)]
+    # -- schedule search (strict): better orders become candidates -------------------------------
+    search_info: dict = {"ran": False}
+    nominal_left = opts.time_limit_s
+    search_frac = opts.search_share if opts.search_share is not None else (0.5 if large else 0.3)
+    if strict and opts.schedule_search and search_frac > 0 and min(x[1] for x in prepared) > 0:
+        search_s = opts.time_limit_s * search_frac
+        nominal_left -= search_s
+        # start from the two most promising candidates (evaluated traffic, then start cost)
+        order = sorted(prepared, key=lambda x: (x[0], x[1], x[2]))
+        starts = [x[4] for x in order[:2]]
+        say(f"ilp: schedule search from {len(starts)} schedules, {search_s:.1f} s nominal")
+        sr = search_schedules(problem, starts, time_s=search_s, seed=seed, keep=opts.search_keep)
+        search_info = {"ran": True, "nominal_s": search_s, "wall_s": sr.wall_s, "evaluations": sr.evaluations,
+                       "work_units": sr.work_units, "stopped_by": sr.stopped_by,
+                       "start_estimates_bytes": [e[0] for e in sr.start_estimates],
+                       "found_estimates_bytes": [e[0] for e in sr.estimates]}
+        for i, sched in enumerate(sr.schedules):
+            if sched in seen:
+                continue
+            seen.add(sched)
+            prepared.append(prepare(len(prepared), f"search{i + 1}", sched))
+    # most promising schedule first: strict: lowest evaluated traffic (byte-level replacement),
+    # then the cheapest starting solution; tiered: the cheapest start (ties keep the given order).
+    # Large graphs (window LNS, which only improves its start locally): cheapest start first.
+    prepared.sort(key=lambda x: (x[1], x[0], x[2]) if large else (x[0], x[1], x[2]))
+    prepared = [(cost, k, name, sched, inst, start) for _, cost, k, name, sched, inst, start in prepared]
     results: list[ScheduleResult] = []
     final: list[tuple[Plan, ScheduleResult | None]] = []
     # Budgets are split from the nominal time limit, never from elapsed wall time, so that the
     # deterministic limits (and hence the plan) depend only on the inputs, seed and workers.
-    nominal_left = opts.time_limit_s
     for idx, (start_cost, _, name, sched, inst, start) in enumerate(prepared):
         if deadline - time.perf_counter() <= 0.5 and results and not opts.deterministic:
             say(f"ilp: no time left for schedule {name!r}")
@@ -450,34 +534,48 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
     scored.sort(key=lambda x: (x[0], x[1]))
     _, _, best, res, m = scored[0]
     wall = time.perf_counter() - t0
-    # bound of the chosen plan's schedule
+    # bound of the chosen plan's schedule: valid for that fixed schedule only
     same = [r for r in results if r.schedule == tuple(best.schedule)]
     r0 = same[0] if same else None
-    bound = r0.bound if r0 is not None else 0.0
+    sched_bound = r0.bound if r0 is not None else 0.0
     if problem.mode == "strict":
         objective = float(m["noncompulsory_bytes"])
-        proven = objective <= bound
-        if objective == 0:
+        sched_proven = objective <= sched_bound
+        # no schedule-independent lower bound is computed: globally only 0 is valid, and it
+        # proves optimality exactly when the plan has zero non-compulsory traffic
+        bound = 0.0
+        proven = objective == 0
+        where = f"{r0.origin!r}" if r0 is not None else "of a given plan"
+        if proven:
             proven_text = "globally optimal (zero non-compulsory traffic)"
-        elif proven:
-            proven_text = f"optimal for the fixed schedule {r0.origin!r} (not over all schedules)"
+        elif sched_proven:
+            proven_text = (f"optimal for its fixed schedule {where} only (schedule_bound); not over all "
+                           "schedules: the global lower bound is 0")
+        elif r0 is not None:
+            proven_text = (f"feasible; schedule_bound is a lower bound for the fixed schedule {where} only; "
+                           "the global lower bound is 0")
         else:
-            proven_text = f"feasible; lower bound for the fixed schedule {r0.origin!r} only" if r0 else \
-                "feasible (a given plan was kept; no bound)"
+            proven_text = "feasible (a given plan was kept; no bound)"
     else:
         objective = float(m["modeled_time_s"])
-        proven = False
-        bound = (bound * 1e-9) if r0 is not None else 0.0
-        proven_text = ("feasible; best_bound is a lower bound on the modelled time for the fixed schedule "
-                       f"{r0.origin!r} (roofline + DMA-throughput proxy, rounded to 1 ns per step)") if r0 else \
-            "feasible (a given plan was kept; no bound)"
+        proven = sched_proven = False
+        sched_bound = (sched_bound * 1e-9) if r0 is not None else 0.0
+        bound = 0.0
+        proven_text = ("feasible; schedule_bound is a lower bound on the modelled time for the fixed schedule "
+                       f"{r0.origin!r} only (roofline + DMA-throughput proxy, rounded to 1 ns per step); "
+                       "the global lower bound is 0") if r0 else "feasible (a given plan was kept; no bound)"
     gap = 0.0 if objective <= 0 else max(0.0, (objective - bound) / objective)
+    sched_gap = 0.0 if objective <= 0 else max(0.0, (objective - sched_bound) / objective)
     firsts = [r.time_to_first_solution_s for r in results if r.time_to_first_solution_s is not None]
     info = {
         "objective": objective,
         "objective_kind": "noncompulsory_bytes" if problem.mode == "strict" else "modeled_time_s",
         "best_bound": bound,
         "gap": gap,
+        "schedule_bound": sched_bound,
+        "schedule_gap": sched_gap,
+        "schedule_proven": sched_proven,
+        "search": search_info,
         "time_to_first_solution_s": min(firsts) if firsts else None,
         "wall_s": wall,
         "proven": proven_text,

@@ -34,8 +34,9 @@ def _minpeak(problem: Problem, *, seed: int = 0, time_limit_s: float | None = No
 
 def _ilp(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None) -> Plan:
     """CP-SAT (memmap.ilp) warm-started from the baselines: the best baseline plan is the hint,
-    every baseline plan and the M_P schedule are candidate schedules. The time limit is the
-    ILP's nominal budget (deterministic); the baselines run before it."""
+    every baseline plan and the M_P schedule are candidate schedules, and (strict mode) the ILP
+    searches further schedules itself (memmap.ilp.schedule_search, 30% of its budget). The time
+    limit is the ILP's nominal budget (deterministic); the baselines run before it."""
     from memmap.baselines import solve_belady, solve_minpeak, solve_msa
     from memmap.budgets import compute_budgets
     from memmap.cost import simulate

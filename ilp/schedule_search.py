@@ -1,0 +1,381 @@
+"""Schedule search for strict mode: topological orders that need little non-compulsory traffic.
+
+The CP-SAT model (:mod:`memmap.ilp.model`) is exact for ONE fixed schedule. This module looks
+for schedules worth giving it: a local search over topological orders scored by a fast
+evaluator, deterministic for a seed.
+
+* **Evaluator** (:func:`estimate_traffic`): byte-level Belady replacement over the schedule
+  (COSMA's baseline recipe without addresses): each step brings its operator's managed values
+  in; when the resident *bytes* would exceed the capacity, resident values not used by the
+  operator are evicted, furthest next read first (clean before dirty, larger first); values are
+  freed after their last read. It counts reload bytes (every load but a parameter's first) and
+  spill bytes (a produced intermediate evicted while still needed, once). It ignores addresses
+  (fragmentation), so it is a proxy, neither a bound nor a plan; the exact model decides.
+  It is written here, not imported from ``memmap.baselines`` (no solver imports another).
+* **Search** (:func:`search_schedules`): simulated annealing over topological orders. A move
+  picks a step (with probability 0.7 near a step where the evaluator evicted something, else
+  any), then either re-inserts its operator at a random position of its window in the current
+  order (after its last producer, before its first consumer), or swaps the blocks of up to 32
+  operators ending there and starting after it when the later block reads nothing of the
+  earlier one (moving a branch past another). Every order visited is topological. Cost: evaluated traffic, then (weighted down) the *excess*: sum over steps of
+  the full-residency live bytes above the capacity, which breaks the plateaus of equal traffic.
+  One run per start schedule; the best distinct orders are returned. A run also ends after
+  ``30 n + 1000`` moves without a new best, after ``400 n + 2000`` moves (n operators), or at
+  zero traffic and zero excess.
+* **Budget**: a number of evaluator *work units* (steps + operand references walked), derived
+  from the nominal time given (``WORK_UNITS_PER_S`` units per second, calibrated on the 2-core
+  development machine), never from elapsed wall time: the same inputs and seed give the same
+  schedules. A wall-clock safety net (2x the nominal time) stops a run on a very slow machine;
+  the result then says ``stopped_by="wall limit"`` and determinism is lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Sequence
+
+from memmap.problem import Problem
+
+# evaluator work units (steps + operand references walked) per nominal second: measured on the
+# shared 2-core development machine, 1.1e6 per second alone and 0.35-0.5e6 with two other
+# solver processes running; 0.6e6 keeps the search near its nominal time under moderate load
+WORK_UNITS_PER_S = 0.6e6
+# a search run is stopped by the wall clock after this multiple of its nominal time
+WALL_SAFETY_FACTOR = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """Result of :func:`estimate_traffic`.
+
+    Attributes:
+      noncompulsory_bytes: reload + spill bytes of byte-level Belady replacement (a proxy).
+      excess_byte_steps: sum over steps of full-residency live bytes above the capacity.
+      segments: ``[(value, first_step, last_step)]`` residency segments of the replacement
+        (usable as a starting plan once given addresses).
+      evict_steps: steps at which something was evicted (where reordering may help).
+      feasible: False when some step's working set alone exceeds the capacity.
+    """
+
+    noncompulsory_bytes: int
+    excess_byte_steps: int
+    segments: tuple[tuple[int, int, int], ...]
+    evict_steps: tuple[int, ...]
+    feasible: bool = True
+
+
+class _Ctx:
+    """Per-problem data of the evaluator (plain lists for speed)."""
+
+    def __init__(self, problem: Problem):
+        g = problem.graph
+        m = problem.managed
+        self.n_ops = len(g.ops)
+        self.asz = problem.alloc_size
+        self.size = [v.size_bytes for v in g.values]
+        self.produced = [v.producer is not None for v in g.values]
+        self.is_output = [v.is_output for v in g.values]
+        self.ins = [tuple(dict.fromkeys(v for v in op.inputs if m[v])) for op in g.ops]
+        self.outs = [tuple(dict.fromkeys(v for v in op.outputs if m[v] and v not in op.inputs)) for op in g.ops]
+        self.preds: list[tuple[int, ...]] = []
+        self.succs: list[list[int]] = [[] for _ in g.ops]
+        for op in g.ops:
+            ps = tuple(sorted({g.values[v].producer for v in op.inputs if g.values[v].producer is not None}))
+            self.preds.append(ps)
+            for q in ps:
+                self.succs[q].append(op.id)
+        self.succs = [sorted(s) for s in self.succs]
+        self.refs = sum(len(a) + len(b) for a, b in zip(self.ins, self.outs))
+
+
+def _evaluate(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool = False) -> Estimate:
+    asz, size, produced, is_output = ctx.asz, ctx.size, ctx.produced, ctx.is_output
+    reads: dict[int, list[int]] = {}
+    for t, o in enumerate(order):
+        for v in ctx.ins[o]:
+            r = reads.get(v)
+            if r is None:
+                reads[v] = [t]
+            else:
+                r.append(t)
+    ptr: dict[int, int] = dict.fromkeys(reads, 0)
+    inf = math.inf
+
+    def next_read(v: int):
+        r = reads.get(v)
+        if r is None:
+            return inf
+        i = ptr[v]
+        return r[i] if i < len(r) else inf
+
+    start: dict[int, int] = {}          # resident value -> first step of its current segment
+    has_copy: set[int] = set()
+    loaded: set[int] = set()
+    live = 0
+    traffic = 0
+    feasible = True
+    segs: list[tuple[int, int, int]] = []
+    evicts: list[int] = []
+    # full-residency live bytes per step (for the excess)
+    n = len(order)
+    delta = [0] * (n + 1)
+    first_touch: dict[int, int] = {}
+    for t, o in enumerate(order):
+        ins, outs = ctx.ins[o], ctx.outs[o]
+        need = 0
+        for v in ins:
+            if v not in start:
+                need += asz[v]
+            if v not in first_touch:
+                first_touch[v] = t
+        for v in outs:
+            need += asz[v]
+            first_touch[v] = t
+        if live + need > cap:
+            pinned = set(ins)
+            cands = [u for u in start if u not in pinned]
+            cands.sort(key=lambda u: (next_read(u), u in has_copy, asz[u], -u), reverse=True)
+            for u in cands:
+                if live + need <= cap:
+                    break
+                nr = next_read(u)
+                if nr != inf and u not in has_copy:
+                    if produced[u] and not is_output[u]:
+                        traffic += size[u]          # the one spill
+                    has_copy.add(u)
+                if want_segments:
+                    segs.append((u, start[u], t - 1))
+                del start[u]
+                live -= asz[u]
+            evicts.append(t)
+            if live + need > cap:
+                feasible = False
+        for v in ins:
+            if v not in start:
+                if produced[v] or v in loaded:
+                    traffic += size[v]               # reload
+                loaded.add(v)
+                start[v] = t
+                live += asz[v]
+        for v in outs:
+            start[v] = t
+            live += asz[v]
+            if is_output[v]:
+                has_copy.add(v)                      # writeback (compulsory)
+        for v in ins:
+            ptr[v] += 1
+        if t < n - 1:
+            for v in ins + outs:
+                if v in start and next_read(v) == inf:
+                    if want_segments:
+                        segs.append((v, start[v], t))
+                    del start[v]
+                    live -= asz[v]
+                    delta[first_touch[v]] += asz[v]
+                    delta[t + 1] -= asz[v]
+    for v, s in start.items():
+        if want_segments:
+            segs.append((v, s, n - 1))
+        delta[first_touch[v]] += asz[v]
+        delta[n] -= asz[v]
+    excess = 0
+    cur = 0
+    for t in range(n):
+        cur += delta[t]
+        if cur > cap:
+            excess += cur - cap
+    return Estimate(traffic, excess, tuple(segs), tuple(evicts), feasible)
+
+
+def estimate_traffic(problem: Problem, schedule: Sequence[int], *, capacity_bytes: int | None = None) -> Estimate:
+    """Byte-level Belady replacement over ``schedule`` (strict mode; see the module docstring).
+
+    ``capacity_bytes`` defaults to the problem's capacity (a smaller one models the room lost
+    to fragmentation)."""
+    cap = problem.target.capacity_bytes if capacity_bytes is None else int(capacity_bytes)
+    return _evaluate(_Ctx(problem), schedule, cap, want_segments=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """Result of :func:`search_schedules`.
+
+    Attributes:
+      schedules: the best distinct schedules found, best first (each a topological order).
+      estimates: ``[(noncompulsory_bytes, excess_byte_steps)]`` of each, by the evaluator.
+      start_estimates: the same for each start schedule.
+      evaluations: evaluator calls made.
+      work_units: evaluator work spent (the deterministic budget's unit).
+      stopped_by: ``budget`` (deterministic) or ``wall limit`` (safety net; not deterministic).
+      wall_s: wall-clock seconds spent.
+    """
+
+    schedules: tuple[tuple[int, ...], ...]
+    estimates: tuple[tuple[int, int], ...]
+    start_estimates: tuple[tuple[int, int], ...]
+    evaluations: int
+    work_units: int
+    stopped_by: str
+    wall_s: float
+
+
+def _anneal(ctx: _Ctx, start: Sequence[int], cap: int, rng: random.Random, budget_units: float,
+            deadline: float) -> tuple[tuple[int, ...], tuple[int, int], int, int, bool]:
+    """One simulated-annealing run from ``start``. Returns (best order, its (traffic, excess),
+    evaluations, work units, stopped by the wall clock)."""
+    n = len(start)
+    order = list(start)
+    pos = [0] * ctx.n_ops
+    for t, o in enumerate(order):
+        pos[o] = t
+    est = _evaluate(ctx, order, cap)
+    cur = (est.noncompulsory_bytes, est.excess_byte_steps)
+    hot = est.evict_steps
+    best, best_order = cur, tuple(order)
+    unit = n + ctx.refs
+    # the work budget, capped for small graphs, where a few hundred moves per operator suffice
+    iters = max(1, min(int(budget_units // unit), 400 * n + 2000))
+    stale_limit = 30 * n + 1000     # stop after this many moves without a new best
+    last_gain = 0
+    work = unit
+    evals = 1
+    if n < 2 or (cur[0] == 0 and cur[1] == 0):
+        return best_order, best, evals, work, False
+    # temperature: a few percent of a typical operand, cooling geometrically to ~0
+    sizes = sorted(ctx.size[v] for o in order for v in ctx.ins[o] + ctx.outs[o])
+    typical = sizes[len(sizes) // 2] if sizes else 1
+    t0 = max(1.0, 0.5 * typical)
+    t_end = t0 * 1e-3
+    ex_w = 1.0 / max(1, n)       # excess is bytes x steps; one step's worth weighs like a byte
+    wall_stop = False
+    for it in range(iters):
+        if (it & 63) == 0 and time.perf_counter() > deadline:
+            wall_stop = True
+            break
+        if it - last_gain > stale_limit:
+            break
+        temp = t0 * (t_end / t0) ** (it / iters)
+        # pick a step: near one where something was evicted, else anywhere
+        if hot and rng.random() < 0.7:
+            t = min(n - 1, max(0, hot[rng.randrange(len(hot))] + rng.randint(-8, 8)))
+        else:
+            t = rng.randrange(n)
+        if rng.random() < 0.5:
+            # move one operator to a random position of its window in the current order
+            o = order[t]
+            lo = max((pos[p] for p in ctx.preds[o]), default=-1) + 1
+            hi = min((pos[s] for s in ctx.succs[o]), default=n) - 1
+            if hi <= lo:
+                continue
+            new = rng.randint(lo, hi - 1)
+            if new >= pos[o]:
+                new += 1
+            old = pos[o]
+            a, b = min(old, new), max(old, new)
+            saved = order[a:b + 1]
+            order.pop(old)
+            order.insert(new, o)
+        else:
+            # swap two adjacent blocks when the later block reads nothing produced in the earlier
+            # one (moves a whole branch past another)
+            len1, len2 = rng.randint(1, 32), rng.randint(1, 32)
+            a = max(0, t - len1 + 1)
+            mid, b = t + 1, min(n, t + 1 + len2)
+            if mid >= b:
+                continue
+            first = order[a:mid]
+            if any(a <= pos[p] < mid for o2 in order[mid:b] for p in ctx.preds[o2]):
+                continue
+            saved = order[a:b]
+            order[a:b] = order[mid:b] + first
+            b -= 1
+        for t2 in range(a, b + 1):
+            pos[order[t2]] = t2
+        e = _evaluate(ctx, order, cap)
+        evals += 1
+        work += unit
+        cand = (e.noncompulsory_bytes, e.excess_byte_steps)
+        d = (cand[0] - cur[0]) + ex_w * (cand[1] - cur[1])
+        if d <= 0 or rng.random() < math.exp(-d / temp):
+            cur = cand
+            hot = e.evict_steps
+            if cand < best:
+                best, best_order = cand, tuple(order)
+                last_gain = it
+                if best == (0, 0):
+                    break    # nothing to gain: no traffic and no step over the capacity
+        else:   # undo
+            order[a:b + 1] = saved
+            for t2 in range(a, b + 1):
+                pos[order[t2]] = t2
+    return best_order, best, evals, work, wall_stop
+
+
+def search_schedules(problem: Problem, starts: Sequence[Sequence[int]], *, time_s: float, seed: int = 0,
+                     keep: int = 2, capacity_bytes: int | None = None,
+                     wall_limit_s: float | None = None) -> SearchResult:
+    """Simulated annealing over topological orders, from each start schedule (strict mode).
+
+    Args:
+      problem: the problem (its capacity is the evaluator's unless ``capacity_bytes`` is given).
+      starts: start schedules (valid topological orders); the budget is split evenly.
+      time_s: nominal time; converted into a deterministic work budget (module docstring).
+      seed: seed of the search (each start gets its own stream derived from it).
+      keep: how many distinct schedules to return (the best, by evaluated (traffic, excess)).
+      capacity_bytes: the evaluator's capacity (default: the problem's).
+      wall_limit_s: wall-clock safety net (default ``WALL_SAFETY_FACTOR`` x ``time_s``); when it
+        stops the search, ``stopped_by`` is ``wall limit`` and the result may vary between runs.
+
+    Returns a :class:`SearchResult`; its schedules include no start unless nothing better was
+    found from it.
+    """
+    if not starts:
+        raise ValueError("schedule search: no start schedule given")
+    if keep < 1:
+        raise ValueError(f"schedule search: keep must be >= 1, got {keep}")
+    for i, s in enumerate(starts):
+        reason = problem.graph.check_schedule(s)
+        if reason:
+            raise ValueError(f"schedule search: start schedule {i} is invalid: {reason}")
+    ctx = _Ctx(problem)
+    cap = problem.target.capacity_bytes if capacity_bytes is None else int(capacity_bytes)
+    t_start = time.perf_counter()
+    deadline = t_start + (WALL_SAFETY_FACTOR * max(0.1, time_s) if wall_limit_s is None else wall_limit_s)
+    budget = time_s * WORK_UNITS_PER_S / len(starts)
+    found: dict[tuple[int, ...], tuple[int, int]] = {}
+    start_est = []
+    evals = work = 0
+    stopped = "budget"
+    for k, s in enumerate(starts):
+        e = _evaluate(ctx, s, cap)
+        start_est.append((e.noncompulsory_bytes, e.excess_byte_steps))
+        rng = random.Random(seed * 1_000_003 + k)
+        order, score, ev, wu, wall_stop = _anneal(ctx, s, cap, rng, budget, deadline)
+        evals += ev
+        work += wu
+        if wall_stop:
+            stopped = "wall limit"
+        if order not in found or score < found[order]:
+            found[order] = score
+    ranked = sorted(found.items(), key=lambda kv: (kv[1], _start_index(starts, kv[0])))
+    out = tuple(o for o, _ in ranked[:keep])
+    for o in out:
+        assert problem.graph.check_schedule(o) is None
+    return SearchResult(schedules=out, estimates=tuple(found[o] for o in out), start_estimates=tuple(start_est),
+                        evaluations=evals, work_units=work, stopped_by=stopped,
+                        wall_s=time.perf_counter() - t_start)
+
+
+def _start_index(starts: Sequence[Sequence[int]], order: tuple[int, ...]) -> int:
+    """Index of ``order`` among the start schedules (a deterministic tie-break: a start wins a tie
+    with a new order); ``len(starts)`` when it is none of them."""
+    for i, s in enumerate(starts):
+        if tuple(s) == order:
+            return i
+    return len(starts)
+
+
+__all__ = ["Estimate", "SearchResult", "estimate_traffic", "search_schedules", "WORK_UNITS_PER_S"]
