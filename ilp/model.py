@@ -298,35 +298,27 @@ class FixedScheduleModel:
         def touches(t0: int, t1: int) -> bool:   # [t0, t1] inclusive meets the window
             return win is None or (t0 <= win[1] and t1 >= win[0])
 
+        def rect(start: int, length: int, offset, size: int, present, name: str) -> None:
+            """A rectangle [start, start+length) x [offset, offset+size), mandatory when
+            ``present`` is True, optional on the literal otherwise (False: absent, skipped)."""
+            if present is False:
+                return
+            if present is True:
+                xs.append(m.new_fixed_size_interval_var(start, length, f"x_{name}"))
+                ys.append(m.new_fixed_size_interval_var(offset, size, f"y_{name}"))
+            else:
+                xs.append(m.new_optional_fixed_size_interval_var(start, length, present, f"x_{name}"))
+                ys.append(m.new_optional_fixed_size_interval_var(offset, size, present, f"y_{name}"))
+
         for j, s in enumerate(self.inst.specs):
             sz = s.size_units
             for i, t in enumerate(s.points):
-                if not touches(t, t):
-                    continue
-                r, o = self.resident[j][i], self.offset[j][i]
-                if r is False:
-                    continue
-                name = f"v{s.value}_p{i}"
-                if r is True:
-                    xs.append(m.new_fixed_size_interval_var(t, 1, f"x_{name}"))
-                    ys.append(m.new_fixed_size_interval_var(o, sz, f"y_{name}"))
-                else:
-                    xs.append(m.new_optional_fixed_size_interval_var(t, 1, r, f"x_{name}"))
-                    ys.append(m.new_optional_fixed_size_interval_var(o, sz, r, f"y_{name}"))
+                if touches(t, t):
+                    rect(t, 1, self.offset[j][i], sz, self.resident[j][i], f"v{s.value}_p{i}")
             for i in range(len(s.points) - 1):
                 t0, t1 = s.points[i] + 1, s.points[i + 1] - 1
-                if t1 < t0 or not touches(t0, t1):
-                    continue
-                k, o = self.keep[j][i], self.offset[j][i]
-                if k is False:
-                    continue
-                name = f"v{s.value}_g{i}"
-                if k is True:
-                    xs.append(m.new_fixed_size_interval_var(t0, t1 - t0 + 1, f"x_{name}"))
-                    ys.append(m.new_fixed_size_interval_var(o, sz, f"y_{name}"))
-                else:
-                    xs.append(m.new_optional_fixed_size_interval_var(t0, t1 - t0 + 1, k, f"x_{name}"))
-                    ys.append(m.new_optional_fixed_size_interval_var(o, sz, k, f"y_{name}"))
+                if t1 >= t0 and touches(t0, t1):
+                    rect(t0, t1 - t0 + 1, self.offset[j][i], sz, self.keep[j][i], f"v{s.value}_g{i}")
         self.num_rectangles = len(xs)
         m.add_no_overlap_2d(xs, ys)
 
