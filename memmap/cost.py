@@ -44,7 +44,8 @@ def _intervals(plan: Plan) -> dict[int, list]:
     return by_value
 
 
-def _resident_fn(by_value):
+def residency_lookup(by_value):
+    """``(value, step) -> Residency | None`` over per-value residencies sorted by start."""
     starts = {v: [r.start for r in rs] for v, rs in by_value.items()}
 
     def residency_at(v: int, t: int):
@@ -71,7 +72,7 @@ def traffic(plan: Plan) -> dict:
             out[f"{tr.kind}_bytes"] += tr.size_bytes
     if p.mode == "tiered":
         by_value = _intervals(plan)
-        residency_at = _resident_fn(by_value)
+        residency_at = residency_lookup(by_value)
         for t, o in enumerate(plan.schedule):
             op = g.ops[o]
             for v in op.inputs:
@@ -94,7 +95,7 @@ def step_times(plan: Plan, residency_at=None) -> list[float]:
     tgt = p.target
     managed = p.managed
     if residency_at is None:
-        residency_at = _resident_fn(_intervals(plan))
+        residency_at = residency_lookup(_intervals(plan))
     out = []
     for t, o in enumerate(plan.schedule):
         op = g.ops[o]
@@ -121,7 +122,7 @@ def simulate(plan: Plan) -> dict:
     n = len(plan.schedule)
     metrics = traffic(plan)
     by_value = _intervals(plan)
-    residency_at = _resident_fn(by_value)
+    residency_at = residency_lookup(by_value)
 
     # peaks
     peak_addr = max((r.offset + asz[r.value] for r in plan.residencies), default=0)

@@ -23,6 +23,7 @@ import bisect
 import dataclasses
 from collections import defaultdict
 
+from memmap.cost import residency_lookup, traffic
 from memmap.ir.serialize import same_structure
 from memmap.plan import TRANSFER_KINDS, Plan
 
@@ -161,12 +162,10 @@ def verify_plan(plan: Plan, *, graph=None) -> VerifyResult:
     if errs:
         return VerifyResult(False, tuple(errs))
 
+    residency_at = residency_lookup(by_value)
+
     def resident(v: int, t: int) -> bool:
-        rs = by_value.get(v)
-        if not rs:
-            return False
-        i = bisect.bisect_right([r.start for r in rs], t) - 1
-        return i >= 0 and rs[i].end >= t
+        return residency_at(v, t) is not None
 
     write_step: dict[int, int] = {}
     for v, ws in writes.items():
@@ -265,8 +264,6 @@ def verify_plan(plan: Plan, *, graph=None) -> VerifyResult:
 
     # -- 5. stated metrics -------------------------------------------------------------------
     if "noncompulsory_bytes" in plan.metrics:
-        from memmap.cost import traffic
-
         got = traffic(plan)["noncompulsory_bytes"]
         if got != plan.metrics["noncompulsory_bytes"]:
             errs.add(f"plan states {plan.metrics['noncompulsory_bytes']} non-compulsory bytes; "
