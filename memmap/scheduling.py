@@ -1,5 +1,6 @@
-"""Schedules and liveness: full-residency live ranges, peak live bytes, and a memory-aware
-list scheduler that searches for a minimum-peak schedule (an upper bound on the true minimum;
+"""Schedules and liveness: full-residency live ranges, peak live bytes, a depth-first
+(post-order) scheduler, and a memory-aware list scheduler; together they search for a
+minimum-peak schedule (an upper bound on the true minimum;
 exact minimisation is NP-hard and is the ILP's job)."""
 
 from __future__ import annotations
@@ -109,23 +110,84 @@ def _greedy(problem: Problem, rank: Sequence[int], variant: str, rng: np.random.
     return tuple(order)
 
 
+def dfs_schedule(problem: Problem, *, largest_first: bool = True) -> tuple[int, ...]:
+    """A depth-first post-order schedule (the idea of XLA's DFS memory scheduler): starting from
+    the operators nobody depends on (in default-schedule order), each operator runs right after
+    the operators producing its inputs, which are visited deepest-need first: the producer whose
+    cone of not-yet-scheduled ancestors allocates the most bytes goes first (Sethi-Ullman), or
+    the least with ``largest_first=False``. Cheap producers (broadcasts, constants feeding an
+    elementwise op) thus run just before their reader instead of early in textual order, which
+    shortens live ranges; iterative (no recursion limit)."""
+    g = problem.graph
+    n = g.num_ops
+    asz = problem.alloc_size
+    managed = problem.managed
+    preds: list[list[int]] = [[] for _ in range(n)]
+    has_succ = [False] * n
+    for op in g.ops:
+        seen: set[int] = set()
+        for v in op.inputs:
+            p = g.values[v].producer
+            if p is not None and p not in seen:
+                seen.add(p)
+                preds[op.id].append(p)
+                has_succ[p] = True
+    default = tuple(g.default_schedule)
+    rank = [0] * n
+    for i, o in enumerate(default):
+        rank[o] = i
+    # cone bytes: bytes allocated by an op and its ancestors (shared ancestors counted in each
+    # path, an estimate of the memory a subtree needs, as in Sethi-Ullman numbering)
+    cone = [0] * n
+    for o in default:
+        own = sum(asz[v] for v in g.ops[o].outputs if managed[v])
+        cone[o] = own + sum(cone[p] for p in preds[o])
+    sign = -1 if largest_first else 1
+    done = [False] * n
+    order: list[int] = []
+    for root in (o for o in default if not has_succ[o]):
+        if done[root]:
+            continue
+        stack = [(root, False)]
+        while stack:
+            o, expanded = stack.pop()
+            if done[o]:
+                continue
+            if expanded:
+                done[o] = True
+                order.append(o)
+                continue
+            stack.append((o, True))
+            kids = sorted((p for p in preds[o] if not done[p]), key=lambda p: (sign * cone[p], rank[p]))
+            for p in reversed(kids):   # the first in ``kids`` is popped (visited) first
+                stack.append((p, False))
+    assert len(order) == n and g.check_schedule(order) is None
+    return tuple(order)
+
+
 def min_peak_schedule(problem: Problem, *, restarts: int = 4, seed: int = 0) -> tuple[tuple[int, ...], int]:
-    """Search for a schedule with a small peak of live bytes. Tries the default schedule, three
-    greedy rules (least net allocation, least step peak, a mix) and ``restarts`` randomised
-    tie-breaks of the best rule; returns ``(schedule, peak_live_bytes)`` of the best."""
+    """Search for a schedule with a small peak of live bytes, as XLA's default memory scheduler
+    does (the best of its list, DFS and post-order schedulers): tries the default schedule, three
+    greedy list-scheduling rules (least net allocation, least step peak, a mix), the depth-first
+    schedules of :func:`dfs_schedule` (deepest cone first, and shallowest first) and
+    ``restarts`` randomised tie-breaks of the best list rule when a list rule wins; returns
+    ``(schedule, peak_live_bytes)`` of the best (ties: the earlier candidate)."""
     g = problem.graph
     default = tuple(g.default_schedule)
     rank = [0] * len(g.ops)
     for i, o in enumerate(default):
         rank[o] = i
+    names = ["default", "net", "peak", "mixed", "dfs", "dfs-shallow"]
     candidates = [default]
     for variant in ("net", "peak", "mixed"):
         candidates.append(_greedy(problem, rank, variant, None))
+    candidates.append(dfs_schedule(problem, largest_first=True))
+    candidates.append(dfs_schedule(problem, largest_first=False))
     scored = [(peak_live_bytes(problem, s), i, s) for i, s in enumerate(candidates)]
-    best_peak, _, best = min(scored)
-    best_variant = ("default", "net", "peak", "mixed")[min(scored)[1]]
+    best_peak, best_i, best = min(scored)
+    best_variant = names[best_i]
     rng = np.random.default_rng(seed)
-    if best_variant != "default":
+    if best_variant in ("net", "peak", "mixed"):
         for _ in range(restarts):
             s = _greedy(problem, rank, best_variant, rng)
             pk = peak_live_bytes(problem, s)
@@ -135,4 +197,4 @@ def min_peak_schedule(problem: Problem, *, restarts: int = 4, seed: int = 0) -> 
     return best, best_peak
 
 
-__all__ = ["live_ranges", "peak_live_bytes", "min_peak_schedule"]
+__all__ = ["live_ranges", "peak_live_bytes", "min_peak_schedule", "dfs_schedule"]
