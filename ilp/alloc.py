@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,7 +46,7 @@ import numpy as np
 from memmap.errors import BadInputError
 
 __all__ = ["AllocProblem", "AllocResult", "read_minimalloc_csv", "solve_alloc", "check_alloc",
-           "peak_live", "STATUSES"]
+           "peak_live", "pack_buffers", "STATUSES"]
 
 STATUSES = ("OPTIMAL", "FEASIBLE", "INFEASIBLE", "UNKNOWN")
 REQUIRED_COLUMNS = ("id", "lower", "upper", "size")
@@ -421,8 +422,10 @@ def _sections(lower: Sequence[int], upper: Sequence[int]) -> tuple[list[int], li
     return [index[x] for x in lower], [index[x] for x in upper], max(len(ts) - 1, 0)
 
 
-def _branch_and_bound(s0, s1, width, size, n_sections, capacity, deadline, progress, t0):
-    """Round robin over the preorderings with a doubling node budget (MiniMalloc's schedule).
+def _branch_and_bound(s0, s1, width, size, n_sections, capacity, deadline, progress, t0,
+                      max_nodes: int | None = None):
+    """Round robin over the preorderings with a doubling node budget (MiniMalloc's schedule),
+    stopped by ``deadline`` or, deterministically, once the doubling budget passes ``max_nodes``.
 
     Returns ``(offsets | None, proved_infeasible, nodes)``."""
     n = len(size)
@@ -438,16 +441,25 @@ def _branch_and_bound(s0, s1, width, size, n_sections, capacity, deadline, progr
             progress(f"branch and bound: {done:,} nodes, budget {budget:,}/ordering, "
                      f"{now - t0:.1f} s")
 
-    while True:
-        budget *= 2
-        for sv in solvers:
-            try:
-                res = sv.run(budget, deadline, tick)
-            except _Abort:
-                if time.perf_counter() > deadline:
-                    return None, False, sum(x.nodes for x in solvers)
-                continue
-            return res, res is None, sum(x.nodes for x in solvers)
+    # the search recurses once per placed buffer (and per split): allow that depth (Python 3.11
+    # does not use the C stack for Python-to-Python calls)
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, 4 * n + 2000))
+    try:
+        while True:
+            budget *= 2
+            if max_nodes is not None and budget > max_nodes:
+                return None, False, sum(x.nodes for x in solvers)
+            for sv in solvers:
+                try:
+                    res = sv.run(budget, deadline, tick)
+                except _Abort:
+                    if time.perf_counter() > deadline:
+                        return None, False, sum(x.nodes for x in solvers)
+                    continue
+                return res, res is None, sum(x.nodes for x in solvers)
+    finally:
+        sys.setrecursionlimit(old_limit)
 
 
 def _cpsat(lower, upper, size, capacity, hint, time_limit_s, workers, seed, progress):
@@ -478,6 +490,53 @@ def _cpsat(lower, upper, size, capacity, hint, time_limit_s, workers, seed, prog
     if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return name, [int(solver.value(y)) for y in offs]
     return name, None
+
+
+def pack_buffers(lower: Sequence[int], upper: Sequence[int], size: Sequence[int], capacity: int, *,
+                 max_nodes: int = 20_000, time_limit_s: float = 30.0) -> list[int] | None:
+    """Offsets placing buffers live on ``[lower, upper)`` (half-open) with ``size`` bytes in
+    ``[0, capacity)``, or None when none was found: greedy best fit, then the branch and bound
+    limited to ``max_nodes`` nodes per preordering round (deterministic) with a wall-clock safety
+    net of ``time_limit_s``. For callers that need a placement fast (the ILP's starting plans);
+    :func:`solve_alloc` is the full method."""
+    from memmap.static_alloc import greedy_allocate
+
+    n = len(size)
+    if n == 0:
+        return []
+    if any(s > capacity for s in size):
+        return None
+    active = [k for k in range(n) if size[k] > 0]
+    offsets = [0] * n
+    if not active:
+        return offsets
+    g = 0
+    for k in active:
+        g = math.gcd(g, size[k])
+    lo = [lower[k] for k in active]
+    up = [upper[k] for k in active]
+    sz = [size[k] // g for k in active]
+    cap = capacity // g
+    offs, height = greedy_allocate(lo, [u - 1 for u in up], sz, orders=("size", "area", "length"))
+    if height <= cap:
+        sol = offs.tolist()
+    else:
+        s0, s1, n_sections = _sections(lo, up)
+        totals = [0] * max(n_sections, 1)
+        for a, b, x in zip(s0, s1, sz):
+            for s in range(a, b):
+                totals[s] += x
+        if max(totals) > cap:
+            return None
+        t0 = time.perf_counter()
+        width = [u - a for a, u in zip(lo, up)]
+        sol, _, _ = _branch_and_bound(s0, s1, width, sz, n_sections, cap, t0 + time_limit_s, None, t0,
+                                      max_nodes=max_nodes)
+        if sol is None:
+            return None
+    for k, o in zip(active, sol):
+        offsets[k] = int(o) * g
+    return offsets
 
 
 def solve_alloc(problem: AllocProblem, capacity: int, *, time_limit_s: float = 60.0,

@@ -25,13 +25,14 @@ from ortools.sat.python import cp_model
 from memmap.budgets import spill_free_allocation
 from memmap.cost import simulate
 from memmap.errors import SolverTimeoutError
+from memmap.ilp.alloc import pack_buffers
+from memmap.ilp.lower_bound import global_lower_bound
 from memmap.ilp.model import (Assignment, Fixed, FixedScheduleModel, Instance, decode, encode,
                               encode_residencies, make_instance, trivial_assignment)
 from memmap.ilp.schedule_search import estimate_traffic, search_schedules
 from memmap.plan import Plan, Residency
 from memmap.prefetch import hoist_prefetches
 from memmap.problem import Problem
-from memmap.static_alloc import greedy_allocate
 from memmap.verify import verify_plan
 
 ProgressFn = Callable[[str], None]
@@ -44,6 +45,9 @@ DET_PER_WALL_S = 0.06
 # above this many operators the whole-graph model is replaced by window LNS
 LARGE_GRAPH_OPS = 1000
 WINDOW_STEPS = 120
+# branch-and-bound node budget (per preordering round) when packing a replacement start: a
+# deterministic limit; ~0.1-0.2 ms per node in Python
+PACK_NODES = 20_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,22 +194,27 @@ def _run(fm: FixedScheduleModel, opts: IlpOptions, wall_s: float, det: float, t0
 
 
 def _replacement_start(problem: Problem, inst: Instance) -> Assignment | None:
-    """A starting solution for ``inst.schedule`` without a given plan: byte-level Belady
-    replacement (:func:`memmap.ilp.schedule_search.estimate_traffic`) under an effective
-    capacity, its residency segments placed by the greedy best-fit allocator; the effective
-    capacity is lowered until the placement fits the real one. None when no tried one fits."""
+    """A starting solution for ``inst.schedule``: byte-level Belady replacement
+    (:func:`memmap.ilp.schedule_search.estimate_traffic`) under an effective capacity, its
+    residency segments placed by greedy best fit or, when that fragments, by the exact
+    MiniMalloc-style branch and bound (:func:`memmap.ilp.alloc.pack_buffers`, node-budgeted, so
+    deterministic); the effective capacity is lowered until the placement fits the real one.
+    None when no tried one fits."""
     cap = problem.target.capacity_bytes
     lo = problem.m_r_bytes
     asz = problem.alloc_size
-    for frac in (1.0, 0.95, 0.9, 0.8, 0.7, 0.5):
+    tried = set()
+    for frac in (1.0, 0.99, 0.97, 0.95, 0.9, 0.8, 0.7, 0.5):
         c = max(lo, int(cap * frac))
+        if c in tried:
+            continue
+        tried.add(c)
         est = estimate_traffic(problem, inst.schedule, capacity_bytes=c)
         if est.feasible:
             segs = est.segments
-            orders = ("size", "area", "length") if len(segs) <= 3000 else ("size",)
-            offs, height = greedy_allocate([x[1] for x in segs], [x[2] for x in segs], [asz[x[0]] for x in segs],
-                                           orders=orders)
-            if height <= cap:
+            offs = pack_buffers([x[1] for x in segs], [x[2] + 1 for x in segs], [asz[x[0]] for x in segs], cap,
+                                max_nodes=PACK_NODES)
+            if offs is not None:
                 return encode_residencies(inst, [Residency(v, a, b, int(o)) for (v, a, b), o in zip(segs, offs)])
         if c == lo:
             break
@@ -242,7 +251,7 @@ def _hints_for(problem: Problem, inst: Instance, plans: Sequence[Plan]) -> Assig
         for s in inst.specs:
             res.append(Residency(s.value, s.points[0], s.points[-1], offs[s.value]))
         options.append(encode_residencies(inst, res))
-    if problem.mode == "strict" and not options:
+    if problem.mode == "strict" and not (options and min(_start_cost(problem, inst, a) for a in options) == 0):
         a = _replacement_start(problem, inst)
         if a is not None:
             options.append(a)
@@ -397,9 +406,10 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         see :class:`IlpOptions`.
 
     Returns a plan whose ``status`` is ``OPTIMAL`` only when its traffic is proven minimal over
-    ALL plans (every schedule): strict mode with zero non-compulsory traffic. ``info`` holds
-    ``objective``, ``best_bound`` and ``gap`` (GLOBAL: valid over every schedule; 0 unless the
-    objective is 0, since no schedule-independent bound is computed), ``schedule_bound`` and
+    ALL plans (every schedule): strict mode, traffic equal to the global lower bound
+    (:mod:`memmap.ilp.lower_bound`; zero traffic is always proven). ``info`` holds
+    ``objective``, ``best_bound`` and ``gap`` (GLOBAL: valid over every schedule: the
+    forced-eviction covering bound), ``global_bound`` (its details), ``schedule_bound`` and
     ``schedule_gap`` (for the plan's fixed schedule only), ``schedule_proven`` (optimal for its
     schedule), ``time_to_first_solution_s``, ``wall_s``, the model sizes, ``proven`` (what is
     proven, in words), ``search`` (the schedule search) and one entry per candidate schedule. Raises :class:`InfeasibleError` when strict
@@ -440,6 +450,15 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
 
     large = problem.graph.num_ops > opts.large_graph_ops
     strict = problem.mode == "strict"
+    # -- global (schedule-independent) lower bound: strict mode, 5% of the nominal time --------
+    nominal_left = opts.time_limit_s
+    glb = None
+    if strict:
+        lb_s = 0.05 * opts.time_limit_s
+        nominal_left -= lb_s
+        glb = global_lower_bound(problem, time_limit_s=lb_s, seed=seed, workers=opts.workers,
+                                 deterministic=opts.deterministic, det_per_wall_s=DET_PER_WALL_S)
+        say(f"ilp: global lower bound {glb.bound_bytes} bytes ({glb.status}, {glb.rows} covering rows)")
 
     def prepare(k: int, name: str, sched: tuple[int, ...]):
         inst = make_instance(problem, sched)
@@ -451,7 +470,6 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
     prepared = [prepare(k, name, sched) for k, (name, sched) in enumerate(uniq)]
     # -- schedule search (strict): better orders become candidates -------------------------------
     search_info: dict = {"ran": False}
-    nominal_left = opts.time_limit_s
     search_frac = opts.search_share if opts.search_share is not None else (0.5 if large else 0.3)
     if strict and opts.schedule_search and search_frac > 0 and min(x[1] for x in prepared) > 0:
         search_s = opts.time_limit_s * search_frac
@@ -541,21 +559,22 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
     if problem.mode == "strict":
         objective = float(m["noncompulsory_bytes"])
         sched_proven = objective <= sched_bound
-        # no schedule-independent lower bound is computed: globally only 0 is valid, and it
-        # proves optimality exactly when the plan has zero non-compulsory traffic
-        bound = 0.0
-        proven = objective == 0
+        # the schedule-independent bound of ilp/lower_bound.py (0 proves a zero-traffic plan)
+        bound = float(glb.bound_bytes) if glb is not None else 0.0
+        proven = objective <= bound
         where = f"{r0.origin!r}" if r0 is not None else "of a given plan"
+        glb_text = f"the global lower bound is {bound:.0f} bytes (forced-eviction covering bound)"
         if proven:
-            proven_text = "globally optimal (zero non-compulsory traffic)"
+            proven_text = ("globally optimal (zero non-compulsory traffic)" if objective == 0 else
+                           "globally optimal (meets the forced-eviction lower bound)")
         elif sched_proven:
             proven_text = (f"optimal for its fixed schedule {where} only (schedule_bound); not over all "
-                           "schedules: the global lower bound is 0")
+                           f"schedules: {glb_text}")
         elif r0 is not None:
             proven_text = (f"feasible; schedule_bound is a lower bound for the fixed schedule {where} only; "
-                           "the global lower bound is 0")
+                           f"{glb_text}")
         else:
-            proven_text = "feasible (a given plan was kept; no bound)"
+            proven_text = f"feasible (a given plan was kept; no schedule bound); {glb_text}"
     else:
         objective = float(m["modeled_time_s"])
         proven = sched_proven = False
@@ -576,6 +595,7 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         "schedule_gap": sched_gap,
         "schedule_proven": sched_proven,
         "search": search_info,
+        "global_bound": None if glb is None else dataclasses.asdict(glb),
         "time_to_first_solution_s": min(firsts) if firsts else None,
         "wall_s": wall,
         "proven": proven_text,
