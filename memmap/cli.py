@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--solver", default="best", help="msa, belady, minpeak, ... or best (all, keep the best)")
     o.add_argument("--time-limit", type=float, default=60.0, help="seconds per solver (default 60)")
     o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--workers", type=int, default=2,
+                   help="CP-SAT threads for the ilp solver (default 2); same seed and workers give the same plan")
     o.add_argument("--activations-only", action="store_true",
                    help="parameters and constants stay off-chip (COSMA's activations-only setting)")
     o.add_argument("-o", "--outdir", required=True, help="directory for plan.json, report.md, timeline.png")
@@ -100,7 +102,7 @@ def cmd_optimize(args) -> int:
     with console.status("importing done; solving...") as status:
         plan = optimize(graph, target=args.target, scratchpad=args.scratchpad, mode=args.mode,
                         solver=args.solver, time_limit_s=args.time_limit, seed=args.seed,
-                        activations_only=args.activations_only,
+                        activations_only=args.activations_only, workers=args.workers,
                         progress=lambda msg: status.update(f"{msg} ({time.perf_counter() - t0:.1f} s)"))
     outdir.mkdir(parents=True, exist_ok=True)
     plan_path = outdir / "plan.json"

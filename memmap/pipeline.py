@@ -64,14 +64,17 @@ def _ranking_key(mode: str):
 
 
 def run_solver(problem: Problem, name: str, *, seed: int = 0, time_limit_s: float = 60.0,
-               prefetch: bool = True) -> Plan:
-    """Run one solver, hoist its prefetches, verify and score the plan."""
+               prefetch: bool = True, workers: int = 2, progress: ProgressFn | None = None) -> Plan:
+    """Run one solver, hoist its prefetches, verify and score the plan. ``workers``: solver
+    threads (CP-SAT; the heuristics are single-threaded)."""
+    if workers < 1:
+        raise BadInputError(f"workers must be >= 1, got {workers}")
     try:
         fn = SOLVERS[name]
     except KeyError:
         raise BadInputError(f"unknown solver {name!r}; available: {', '.join(sorted(SOLVERS))}, best") from None
     t0 = time.perf_counter()
-    plan = fn(problem, seed=seed, time_limit_s=time_limit_s)
+    plan = fn(problem, seed=seed, time_limit_s=time_limit_s, workers=workers, progress=progress)
     if prefetch:
         plan = hoist_prefetches(plan)
     plan.solve_time_s = time.perf_counter() - t0
@@ -84,16 +87,19 @@ def run_solver(problem: Problem, name: str, *, seed: int = 0, time_limit_s: floa
 
 def optimize(graph: Graph, *, target: str | Target | None = None, scratchpad: str | int | None = None,
              mode: str = "strict", solver: str = "best", time_limit_s: float = 60.0, seed: int = 0,
-             activations_only: bool = False, progress: ProgressFn | None = None) -> Plan:
+             activations_only: bool = False, progress: ProgressFn | None = None, workers: int = 2) -> Plan:
     """Plan ``graph`` for a target: schedule, scratchpad offsets, spills/reloads/prefetches.
 
     ``solver="best"`` runs every registered solver and keeps the best verified plan (strict:
     fewest non-compulsory bytes, then modelled time; tiered: modelled time first); the
-    comparison is in ``plan.info["comparison"]``. Raises :class:`InfeasibleError` (strict mode
+    comparison is in ``plan.info["comparison"]``. ``workers``: CP-SAT threads (same seed and
+    workers give the same plan). Raises :class:`InfeasibleError` (strict mode
     below M_R) and :class:`BadInputError` for bad options.
     """
     if mode not in MODES:
         raise BadInputError(f"invalid mode {mode!r}; expected one of {', '.join(MODES)}")
+    if workers < 1:
+        raise BadInputError(f"--workers must be >= 1, got {workers}")
     tgt = make_target(target, scratchpad)
     problem = Problem(graph, tgt, mode, activations_only)
     problem.check_feasible()
@@ -106,7 +112,8 @@ def optimize(graph: Graph, *, target: str | Target | None = None, scratchpad: st
         if progress:
             progress(f"solving with {name}")
         try:
-            plans.append(run_solver(problem, name, seed=seed, time_limit_s=time_limit_s))
+            plans.append(run_solver(problem, name, seed=seed, time_limit_s=time_limit_s, workers=workers,
+                                    progress=progress))
         except InfeasibleError:
             raise
         except MemmapError as e:

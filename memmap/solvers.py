@@ -1,4 +1,4 @@
-"""Solver registry: name -> function(problem, *, seed, time_limit_s) -> Plan.
+"""Solver registry: name -> function(problem, *, seed, time_limit_s, workers, progress) -> Plan.
 
 Solvers are looked up by the names the CLI exposes (``msa``, ``belady``, ``minpeak``; later
 issues add ``ilp`` and ``rl``). A solver returns an unverified plan or raises
@@ -14,29 +14,34 @@ from memmap.problem import Problem
 SolverFn = Callable[..., Plan]
 
 
-def _msa(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None) -> Plan:
+def _msa(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None, workers: int = 1,
+         progress=None) -> Plan:
     from memmap.baselines import solve_msa
 
     return solve_msa(problem)
 
 
-def _belady(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None) -> Plan:
+def _belady(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None, workers: int = 1,
+            progress=None) -> Plan:
     from memmap.baselines import solve_belady
 
     return solve_belady(problem)
 
 
-def _minpeak(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None) -> Plan:
+def _minpeak(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None, workers: int = 1,
+             progress=None) -> Plan:
     from memmap.baselines import solve_minpeak
 
     return solve_minpeak(problem, seed=seed)
 
 
-def _ilp(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None) -> Plan:
+def _ilp(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None, workers: int = 2,
+         progress=None) -> Plan:
     """CP-SAT (memmap.ilp) warm-started from the baselines: the best baseline plan is the hint,
     every baseline plan and the M_P schedule are candidate schedules, and (strict mode) the ILP
     searches further schedules itself (memmap.ilp.schedule_search, 30% of its budget). The time
-    limit is the ILP's nominal budget (deterministic); the baselines run before it."""
+    limit is the ILP's nominal budget (deterministic); the baselines run before it. ``workers``:
+    CP-SAT threads (the plan is deterministic for a given seed AND worker count)."""
     from memmap.baselines import solve_belady, solve_minpeak, solve_msa
     from memmap.budgets import compute_budgets
     from memmap.cost import simulate
@@ -56,8 +61,8 @@ def _ilp(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None) 
         best = min(base, key=lambda p: (p.metrics["modeled_time_s"], p.metrics["noncompulsory_bytes"]))
     m_p_schedule = compute_budgets(problem, seed=seed).schedule
     # the ILP's budget is nominal (never derived from elapsed time) so the plan is deterministic
-    return solve_ilp(problem, time_limit_s=limit, seed=seed, workers=2, hint=best,
-                     hint_schedules=[p for p in base if p is not best] + [m_p_schedule])
+    return solve_ilp(problem, time_limit_s=limit, seed=seed, workers=workers, hint=best,
+                     hint_schedules=[p for p in base if p is not best] + [m_p_schedule], progress=progress)
 
 
 SOLVERS: dict[str, SolverFn] = {"msa": _msa, "belady": _belady, "minpeak": _minpeak, "ilp": _ilp}

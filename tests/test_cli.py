@@ -125,3 +125,16 @@ def test_python_dash_m_no_traceback(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert len([l for l in r.stderr.splitlines() if l.strip()]) == 1, r.stderr
+
+
+def test_workers_flag(tmp_path, capsys):
+    code, _, err = run(["optimize", EXAMPLE, "--scratchpad", "14MiB", "-o", tmp_path / "o", "--workers", "0"],
+                       capsys)
+    assert code == 2
+    assert "workers" in one_line_error(err)
+    code, stdout, err = run(["optimize", EXAMPLE, "--scratchpad", "14MiB", "-o", tmp_path / "o1", "--solver", "ilp",
+                             "--workers", "1", "--time-limit", "3", "--json", "--no-plot"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["solver"] == "ilp"
+    plan = json.loads((tmp_path / "o1" / "plan.json").read_text())
+    assert plan["info"]["workers"] == 1
