@@ -21,9 +21,11 @@ Method (docs/alloc.md proves each step)
    overlap it in time; a buffer that could no longer go below every candidate's offset prunes
    the node (dominance); sections prune nodes whose remaining buffers cannot fit above their
    lowest possible start (section inference, watched witnesses); the problem splits into
-   independent parts wherever no unplaced buffer crosses a section boundary; identical buffers
-   are placed in index order; failed states are remembered. Five static preorderings run round
-   robin with a doubling node budget.
+   independent parts wherever no unplaced buffer crosses a section boundary (a part that fails
+   backjumps to the split that created it); a failed candidate whose placement raised no other
+   buffer fails its node (hatless pruning); identical buffers are placed in index order; failed
+   states are remembered. Five static preorderings run round robin with a doubling node budget.
+   The search is one iterative kernel over int64 arrays, compiled with numba when installed.
 5. If the time budget is not yet spent, CP-SAT ``add_no_overlap_2d`` over (time, address) with
    the greedy offsets as a hint.
 
@@ -36,7 +38,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -222,18 +223,277 @@ def check_alloc(problem: AllocProblem, capacity: int, offsets: Sequence[int] | N
 # Branch and bound
 
 
-class _Abort(Exception):
-    """Node budget or time limit reached (not a proof of anything)."""
+# The search is one iterative, resumable kernel over int64 arrays: compiled with numba when it is
+# installed (about a microsecond per node), run by the interpreter otherwise (same results, about
+# 100x slower; a warning says so once).
+try:
+    import numba as _numba
+except ImportError:  # pragma: no cover - exercised only without numba
+    _numba = None
+SEARCH_BACKEND = "numba" if _numba is not None else "python"
+_jit = _numba.njit(cache=True, nogil=True) if _numba is not None else (lambda f: f)
+_warned_interpreted = [False]
+
+_BIG = 1 << 62
+_HASH_MULT = -7046029254386353131          # 0x9E3779B97F4A7C15 as a signed 64-bit integer
+_MEMO_SLOTS = 1 << 18                      # failed-state cache entries per preordering (lossy)
+# kernel status codes
+_BUDGET, _SOLVED, _INFEASIBLE = 0, 1, 2
+# kernel modes (what the loop does next)
+_ENTER, _NEXT, _FAIL = 0, 1, 2
+# scalar state ``sc``: depth, mode, nodes of this run, pending height, undo top, section stamp
+_SC_DEPTH, _SC_MODE, _SC_NODES, _SC_PH, _SC_UT, _SC_STAMP = range(6)
+# per-level columns of ``lv``
+(_LV_H1, _LV_H2, _LV_LAST, _LV_MINH, _LV_CUR, _LV_UT, _LV_PH, _LV_SA, _LV_SB, _LV_PLAST,
+ _LV_BORN, _LV_HATLESS) = range(12)
 
 
-class _Canonical:
-    """MiniMalloc-style exact search over canonical placements for one preordering.
+@_jit
+def _undo_level(lv, level, n, size, s0, s1, off, minoff, total, cuts, pend, undo, ut):
+    """Take back the buffer placed at ``level`` (it was committed); returns ``(ut, ph)``."""
+    j = lv[level, _LV_CUR] % n
+    for k in range(s0[j], s1[j] - 1):
+        cuts[k] += 1
+    floor = lv[level, _LV_UT]
+    while ut > floor:
+        ut -= 1
+        minoff[undo[ut, 0]] = undo[ut, 1]
+    for s in range(s0[j], s1[j]):
+        total[s] += size[j]
+    off[j] = -1
+    ph = lv[level, _LV_PH]
+    pend[ph - 1, 0] = lv[level, _LV_SA]
+    pend[ph - 1, 1] = lv[level, _LV_SB]
+    pend[ph - 1, 2] = lv[level, _LV_PLAST]
+    pend[ph - 1, 3] = lv[level, _LV_BORN]
+    return ut, ph
 
-    Internal buffer index = rank in the preordering. State (all undone on backtrack):
-    ``off[i]`` (-1: unplaced), ``minoff[i]`` (lowest offset above the placed buffers that
-    overlap it in time), ``total[s]`` (unplaced bytes live in section ``s``), ``cuts[k]``
-    (unplaced buffers live in both sections ``k`` and ``k+1``) and ``witness[s]`` (an unplaced
-    buffer of ``s`` with ``minoff + total[s] <= capacity``; none left proves the node dead).
+
+@_jit
+def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, by_s0, s0_ptr, zob1,
+                   zob2, cap, off, minoff, total, cuts, pend, lv, undo, sec_mark, witness, parts,
+                   memo, sc, node_limit):
+    """Canonical branch and bound, run until ``sc[_SC_NODES] == node_limit`` (returns
+    ``_BUDGET``; call again to resume), a placement (``_SOLVED``, offsets in ``off``) or a proof
+    that none exists (``_INFEASIBLE``).
+
+    Buffers are in preorder rank. ``pend[:ph]`` is a stack of independent parts (section range
+    ``[sa, sb)``, encoded last placement ``offset * n + index`` or -1, level that created it or
+    -1); the top one is being solved. ``lv[d]`` records the node at depth ``d``: memo key,
+    ``last``, ``min_height``, the candidate placed now (``CUR``) and what undoes it. The unplaced
+    buffers of a part are those of ``by_s0[s0_ptr[sa]:s0_ptr[sb]]`` (sorted by first section)
+    with ``off < 0``: none crosses a part boundary. ``witness[s]`` is a hint (checked before use,
+    never undone): an unplaced buffer of section ``s`` with ``minoff + total[s] <= cap``.
+    """
+    n = size.shape[0]
+    mask = memo.shape[0] - 1
+    depth = sc[_SC_DEPTH]
+    mode = sc[_SC_MODE]
+    nodes = sc[_SC_NODES]
+    ph = sc[_SC_PH]
+    ut = sc[_SC_UT]
+    stamp = sc[_SC_STAMP]
+    status = _BUDGET
+    while True:
+        if mode == _ENTER:
+            if ph == 0:
+                status = _SOLVED
+                break
+            if nodes >= node_limit:
+                break
+            nodes += 1
+            sa = pend[ph - 1, 0]
+            sb = pend[ph - 1, 1]
+            last = pend[ph - 1, 2]
+            h1 = 0
+            h2 = 0
+            minh = _BIG
+            for p in range(s0_ptr[sa], s0_ptr[sb]):
+                j = by_s0[p]
+                if off[j] < 0:
+                    h1 ^= zob1[j]
+                    x = (zob2[j] + minoff[j]) * _HASH_MULT
+                    h2 += x ^ (x >> 29)
+                    t = minoff[j] + size[j]
+                    if t < minh:
+                        minh = t
+            slot = h1 & mask
+            if memo[slot, 0] == h1 and memo[slot, 1] == h2 and memo[slot, 2] <= last:
+                mode = _FAIL
+                continue
+            lv[depth, _LV_H1] = h1
+            lv[depth, _LV_H2] = h2
+            lv[depth, _LV_LAST] = last
+            lv[depth, _LV_MINH] = minh
+            lv[depth, _LV_CUR] = last      # candidates come after (offset, index) = last
+            mode = _NEXT
+        elif mode == _NEXT:
+            sa = pend[ph - 1, 0]
+            sb = pend[ph - 1, 1]
+            cur = lv[depth, _LV_CUR]
+            minh = lv[depth, _LV_MINH]
+            if cur != lv[depth, _LV_LAST] and lv[depth, _LV_HATLESS]:
+                best = -1                              # hatless pruning: the node fails
+            else:
+                best = _BIG
+            for p in range(s0_ptr[sa], s0_ptr[sb]):
+                if best < 0:
+                    break
+                j = by_s0[p]
+                if off[j] < 0:
+                    m = minoff[j]
+                    if m < minh:                       # dominance
+                        k = m * n + j
+                        if cur < k < best:
+                            t = twin[j]
+                            if t < 0 or off[t] >= 0:   # identical buffers in index order
+                                best = k
+            if best == _BIG or best < 0:               # every candidate failed: remember it
+                h1 = lv[depth, _LV_H1]
+                h2 = lv[depth, _LV_H2]
+                last = lv[depth, _LV_LAST]
+                slot = h1 & mask
+                if memo[slot, 0] == h1 and memo[slot, 1] == h2:
+                    if last < memo[slot, 2]:
+                        memo[slot, 2] = last
+                else:
+                    memo[slot, 0] = h1
+                    memo[slot, 1] = h2
+                    memo[slot, 2] = last
+                mode = _FAIL
+                continue
+            lv[depth, _LV_CUR] = best
+            j = best % n
+            o = best // n
+            top = o + size[j]
+            off[j] = o
+            for s in range(s0[j], s1[j]):
+                total[s] -= size[j]
+            u0 = ut
+            ok = True
+            lv[depth, _LV_HATLESS] = 0
+            for s in range(sa, sb):                    # monotonic floor: all of it goes above o
+                if o + total[s] > cap:
+                    ok = False
+                    break
+            if ok:
+                for p in range(ov_ptr[j], ov_ptr[j + 1]):
+                    q = ov_idx[p]
+                    if off[q] < 0 and minoff[q] < top:
+                        undo[ut, 0] = q
+                        undo[ut, 1] = minoff[q]
+                        ut += 1
+                        minoff[q] = top
+                # hatless: placing j raised no unplaced buffer, so any solution of this node
+                # can place j here first; if j's subtree fails, the node fails
+                lv[depth, _LV_HATLESS] = 1 if ut == u0 else 0
+                # unallocated floor of every section whose live set or floors changed
+                stamp += 1
+                for r in range(u0 - 1, ut):
+                    x = j if r < u0 else undo[r, 0]
+                    for s in range(s0[x], s1[x]):
+                        if sec_mark[s] == stamp:
+                            continue
+                        sec_mark[s] = stamp
+                        if total[s] == 0:
+                            continue
+                        w = witness[s]
+                        lim = cap - total[s]
+                        if w >= 0 and off[w] < 0 and minoff[w] <= lim:
+                            continue
+                        w = -1
+                        for p in range(live_ptr[s], live_ptr[s + 1]):
+                            q = live_idx[p]
+                            if off[q] < 0 and minoff[q] <= lim:
+                                w = q
+                                break
+                        if w < 0:
+                            ok = False
+                            break
+                        witness[s] = w
+                    if not ok:
+                        break
+            if not ok:
+                while ut > u0:
+                    ut -= 1
+                    minoff[undo[ut, 0]] = undo[ut, 1]
+                for s in range(s0[j], s1[j]):
+                    total[s] += size[j]
+                off[j] = -1
+                continue
+            # commit: remember how to undo, then split the part where no unplaced buffer crosses
+            for k in range(s0[j], s1[j] - 1):
+                cuts[k] -= 1
+            lv[depth, _LV_UT] = u0
+            lv[depth, _LV_PH] = ph
+            lv[depth, _LV_SA] = sa
+            lv[depth, _LV_SB] = sb
+            lv[depth, _LV_PLAST] = pend[ph - 1, 2]
+            lv[depth, _LV_BORN] = pend[ph - 1, 3]
+            born = pend[ph - 1, 3]
+            ph -= 1
+            n_parts = 0
+            start = sa
+            for k in range(sa, sb):
+                if k == sb - 1 or cuts[k] == 0:
+                    empty = True
+                    for s in range(start, k + 1):
+                        if total[s] > 0:
+                            empty = False
+                            break
+                    if not empty:
+                        parts[n_parts, 0] = start
+                        parts[n_parts, 1] = k + 1
+                        n_parts += 1
+                    start = k + 1
+            for q in range(n_parts - 1, -1, -1):       # leftmost part on top
+                pend[ph, 0] = parts[q, 0]
+                pend[ph, 1] = parts[q, 1]
+                if n_parts == 1 and parts[0, 0] == sa and parts[0, 1] == sb:
+                    pend[ph, 2] = best
+                    pend[ph, 3] = born
+                else:
+                    pend[ph, 2] = -1
+                    pend[ph, 3] = depth
+                ph += 1
+            depth += 1
+            mode = _ENTER
+        else:                                          # the node at ``depth`` failed
+            last = pend[ph - 1, 2]
+            target = depth - 1 if last >= 0 else pend[ph - 1, 3]
+            if target < 0:
+                status = _INFEASIBLE
+                break
+            # back to the level that placed into this part, or (backjump) to the one whose
+            # split created it: the levels in between solved independent parts
+            for level in range(depth - 1, target - 1, -1):
+                ut, ph = _undo_level(lv, level, n, size, s0, s1, off, minoff, total, cuts, pend,
+                                     undo, ut)
+            depth = target
+            mode = _NEXT
+    sc[_SC_DEPTH] = depth
+    sc[_SC_MODE] = mode
+    sc[_SC_NODES] = nodes
+    sc[_SC_PH] = ph
+    sc[_SC_UT] = ut
+    sc[_SC_STAMP] = stamp
+    return status
+
+
+def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Compressed rows: ``(ptr [len + 1], idx [sum of lengths])``."""
+    ptr = np.zeros(len(lists) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(x) for x in lists])
+    idx = np.fromiter((v for x in lists for v in x), dtype=np.int64, count=int(ptr[-1]))
+    return ptr, idx
+
+
+class _Ordering:
+    """One static preordering of the canonical search, with its failed-state cache.
+
+    Internal buffer index = rank in the preordering. :meth:`restart` starts a fresh tree (the
+    cache is kept: a remembered failure stays a failure); :meth:`advance` runs the kernel for
+    more nodes.
     """
 
     def __init__(self, s0: list[int], s1: list[int], width: list[int], size: list[int],
@@ -249,169 +509,87 @@ class _Canonical:
                 "C": [s1[i] - s0[i] for i in range(n)],
                 "Z": size}
         self.order = sorted(range(n), key=lambda i: tuple(-keys[c][i] for c in heuristic) + (i,))
-        self.s0 = [s0[i] for i in self.order]
-        self.s1 = [s1[i] for i in self.order]
-        self.size = [size[i] for i in self.order]
-        self.cap = capacity
-        self.n_sections = n_sections
-        ss0, ss1 = self.s0, self.s1
-        self.live = [[] for _ in range(n_sections)]
+        self.n, self.n_sections, self.cap = n, n_sections, capacity
+        i64 = np.int64
+        self.size = np.array([size[i] for i in self.order], dtype=i64)
+        self.s0 = np.array([s0[i] for i in self.order], dtype=i64)
+        self.s1 = np.array([s1[i] for i in self.order], dtype=i64)
+        live: list[list[int]] = [[] for _ in range(n_sections)]
         for i in range(n):
-            for s in range(ss0[i], ss1[i]):
-                self.live[s].append(i)
-        ov = [set() for _ in range(n)]
-        for lst in self.live:
+            for s in range(int(self.s0[i]), int(self.s1[i])):
+                live[s].append(i)
+        ov: list[set[int]] = [set() for _ in range(n)]
+        for lst in live:
             for i in lst:
                 ov[i].update(lst)
-        self.ov = [sorted(x - {i}) for i, x in enumerate(ov)]
+        self.live_ptr, self.live_idx = _csr(live)
+        self.ov_ptr, self.ov_idx = _csr([sorted(x - {i}) for i, x in enumerate(ov)])
         twin_of: dict[tuple[int, int, int], int] = {}
-        self.twin = [-1] * n       # the previous identical buffer: placed first (symmetry)
+        self.twin = np.full(n, -1, dtype=i64)   # the previous identical buffer: placed first
         for i in range(n):
-            k = (ss0[i], ss1[i], self.size[i])
+            k = (int(self.s0[i]), int(self.s1[i]), int(self.size[i]))
             self.twin[i] = twin_of.get(k, -1)
             twin_of[k] = i
-        self.memo: dict[tuple[int, int], tuple[int, int]] = {}
-        self.nodes = 0
-
-    def run(self, node_budget: int, deadline: float, tick: Callable[[int], None]) -> list[int] | None:
-        """Offsets (internal order) or ``None`` when proved infeasible; ``_Abort`` on budget."""
-        n, S, cap = len(self.size), self.n_sections, self.cap
-        size, s0, s1, live, ov, twin, memo = (self.size, self.s0, self.s1, self.live, self.ov,
-                                              self.twin, self.memo)
-        off = [-1] * n
-        sol = [-1] * n
-        minoff = [0] * n
-        total = [0] * S
+        rng = np.random.default_rng(0x6D656D6D6170)  # fixed: hashing must be deterministic
+        self.zob1 = rng.integers(1, 1 << 62, size=n, dtype=i64)
+        self.zob2 = rng.integers(1, 1 << 62, size=n, dtype=i64)
+        self.memo = np.zeros((_MEMO_SLOTS, 3), dtype=i64)
+        self.memo[:, 2] = _BIG                     # an empty slot never prunes
+        self.total0 = np.zeros(n_sections, dtype=i64)
         for i in range(n):
-            for s in range(s0[i], s1[i]):
-                total[s] += size[i]
-        cuts = [0] * max(S - 1, 0)
+            self.total0[self.s0[i]:self.s1[i]] += self.size[i]
+        self.cuts0 = np.zeros(max(n_sections - 1, 1), dtype=i64)
         for i in range(n):
-            for k in range(s0[i], s1[i] - 1):
-                cuts[k] += 1
-        witness = [lst[0] if lst else -1 for lst in live]
-        watchers: list[list[int]] = [[] for _ in range(n)]
-        for s, w in enumerate(witness):
-            if w >= 0:
-                watchers[w].append(s)
-        budget = self.nodes + node_budget
-        state = {"nodes": self.nodes}
+            self.cuts0[self.s0[i]:self.s1[i] - 1] += 1
+        self.undo = np.zeros((max(int(self.ov_ptr[-1]), 1), 2), dtype=i64)
+        self.lv = np.zeros((n + 1, 12), dtype=i64)
+        self.pend = np.zeros((n_sections + 1, 4), dtype=i64)
+        self.parts = np.zeros((n_sections + 1, 2), dtype=i64)
+        self.sec_mark = np.zeros(n_sections, dtype=i64)
+        self.witness = np.full(n_sections, -1, dtype=i64)
+        self.by_s0 = np.argsort(self.s0, kind="stable").astype(i64)
+        self.s0_ptr = np.searchsorted(self.s0[self.by_s0], np.arange(n_sections + 1),
+                                      side="left").astype(i64)
+        self.sc = np.zeros(6, dtype=i64)
+        self.nodes = 0                             # over all runs
+        self.restart()
 
-        def search(bufs: list[int], sa: int, sb: int, last_off: int, last_idx: int) -> bool:
-            nodes = state["nodes"] = state["nodes"] + 1
-            if nodes > budget:
-                raise _Abort
-            if not nodes & 255:
-                if time.perf_counter() > deadline:
-                    raise _Abort
-                tick(nodes)
-            un = [i for i in bufs if off[i] < 0]
-            if not un:
-                return True
-            mo = [minoff[i] for i in un]
-            key = (hash(tuple(un)), hash(tuple(mo)))
-            last = (last_off, last_idx)
-            seen = memo.get(key)
-            if seen is not None and seen <= last:
-                return False
-            min_height = min([m + size[i] for m, i in zip(mo, un)])
-            cands = []
-            for m, i in zip(mo, un):
-                if m < min_height and (m > last_off or (m == last_off and i > last_idx)):
-                    t = twin[i]
-                    if t < 0 or off[t] >= 0:
-                        cands.append(m * n + i)
-            cands.sort()
-            for c in cands:
-                o, i = divmod(c, n)
-                sz_i = size[i]
-                top = o + sz_i
-                off[i] = sol[i] = o
-                a, b = s0[i], s1[i]
-                for s in range(a, b):
-                    total[s] -= sz_i
-                raised: list[tuple[int, int]] = []
-                wch: list[tuple[int, int, int]] = []
-                ok = o + max(total[sa:sb]) <= cap
-                if ok:
-                    for j in ov[i]:
-                        if off[j] < 0 and minoff[j] < top:
-                            raised.append((j, minoff[j]))
-                            minoff[j] = top
-                    # Section inference: every section keeps an unplaced buffer that still fits.
-                    for j in [i] + [r[0] for r in raised]:
-                        for s in watchers[j]:
-                            if witness[s] != j or (off[j] < 0 and minoff[j] + total[s] <= cap):
-                                continue
-                            lim = cap - total[s]
-                            new = -1
-                            anyleft = False
-                            for k in live[s]:
-                                if off[k] < 0:
-                                    anyleft = True
-                                    if minoff[k] <= lim:
-                                        new = k
-                                        break
-                            if new < 0 and anyleft:
-                                ok = False
-                                break
-                            wch.append((s, j, new))
-                            witness[s] = new
-                            if new >= 0:
-                                watchers[new].append(s)
-                        if not ok:
-                            break
-                result = False
-                if ok:
-                    cps = []
-                    for k in range(a, b - 1):
-                        cuts[k] -= 1
-                        if not cuts[k]:
-                            cps.append(k + 1)
-                    if not cps:
-                        result = search(bufs, sa, sb, o, i)
-                    else:
-                        bounds = [sa] + cps + [sb]
-                        result = True
-                        for q in range(len(bounds) - 1):
-                            ca, cb = bounds[q], bounds[q + 1]
-                            sub = [j for j in bufs if off[j] < 0 and s0[j] < cb and ca < s1[j]]
-                            if sub and not search(sub, ca, cb, -1, -1):
-                                result = False
-                                break
-                    for k in range(a, b - 1):
-                        cuts[k] += 1
-                for s, old, new in reversed(wch):
-                    witness[s] = old
-                    if new >= 0:
-                        watchers[new].pop()
-                for j, v in reversed(raised):
-                    minoff[j] = v
-                for s in range(a, b):
-                    total[s] += sz_i
-                off[i] = -1
-                if result:
-                    return True
-            if seen is None or last < seen:
-                memo[key] = last
-            return False
+    def restart(self) -> None:
+        """Fresh search tree: nothing placed, the root parts pending."""
+        self.off = np.full(self.n, -1, dtype=np.int64)
+        self.minoff = np.zeros(self.n, dtype=np.int64)
+        self.total = self.total0.copy()
+        self.cuts = self.cuts0.copy()
+        bounds = [0] + [k + 1 for k in range(self.n_sections - 1) if self.cuts[k] == 0]
+        bounds.append(self.n_sections)
+        roots = [(a, b) for a, b in zip(bounds, bounds[1:]) if self.total[a:b].any()]
+        for h, (a, b) in enumerate(reversed(roots)):   # leftmost part on top
+            self.pend[h] = (a, b, -1, -1)
+        self.sc[:] = 0
+        self.sc[_SC_PH] = len(roots)
 
-        try:
-            ok = True
-            bounds = [0] + [k + 1 for k in range(S - 1) if cuts[k] == 0] + [S]
-            for q in range(len(bounds) - 1):
-                ca, cb = bounds[q], bounds[q + 1]
-                sub = [j for j in range(n) if s0[j] < cb and ca < s1[j]]
-                if sub and not search(sub, ca, cb, -1, -1):
-                    ok = False
-                    break
-        finally:
-            self.nodes = state["nodes"]
-        if not ok:
-            return None
-        result = [0] * n
+    def advance(self, node_limit: int) -> int:
+        """Run this tree until it has used ``node_limit`` nodes; returns a kernel status."""
+        before = int(self.sc[_SC_NODES])
+        with np.errstate(over="ignore"):           # hashing wraps (interpreted backend only)
+            status = _search_kernel(self.size, self.s0, self.s1, self.twin, self.live_ptr,
+                                    self.live_idx, self.ov_ptr, self.ov_idx, self.by_s0,
+                                    self.s0_ptr, self.zob1, self.zob2, self.cap, self.off,
+                                    self.minoff, self.total, self.cuts, self.pend, self.lv,
+                                    self.undo, self.sec_mark, self.witness, self.parts,
+                                    self.memo, self.sc, node_limit)
+        self.nodes += int(self.sc[_SC_NODES]) - before
+        return int(status)
+
+    @property
+    def run_nodes(self) -> int:
+        return int(self.sc[_SC_NODES])
+
+    def offsets(self) -> list[int]:
+        """The placement found, in the caller's buffer order."""
+        result = [0] * self.n
         for k, i in enumerate(self.order):
-            result[i] = sol[k]
+            result[i] = int(self.off[k])
         return result
 
 
@@ -426,40 +604,49 @@ def _branch_and_bound(s0, s1, width, size, n_sections, capacity, deadline, progr
                       max_nodes: int | None = None):
     """Round robin over the preorderings with a doubling node budget (MiniMalloc's schedule),
     stopped by ``deadline`` or, deterministically, once the doubling budget passes ``max_nodes``.
+    Sizes must be positive. The search is iterative (no recursion, any number of buffers).
 
     Returns ``(offsets | None, proved_infeasible, nodes)``."""
     n = len(size)
-    solvers = [_Canonical(s0, s1, width, size, n_sections, capacity, h) for h in _PREORDERINGS]
+    if n == 0:
+        return [], False, 0
+    if min(size) <= 0:
+        raise ValueError("_branch_and_bound: sizes must be positive (drop zero-size buffers)")
+    if _numba is None and not _warned_interpreted[0]:
+        _warned_interpreted[0] = True
+        import warnings
+        warnings.warn("numba is not installed: the allocation branch and bound runs interpreted, "
+                      "about 100x slower (pip install numba==0.68.1)", RuntimeWarning,
+                      stacklevel=2)
+    solvers = [_Ordering(s0, s1, width, size, n_sections, capacity, h) for h in _PREORDERINGS]
+    chunk = 1 << 16 if _numba is not None else 1 << 9   # nodes between deadline checks
     budget = max(n, 16)
-    last_report = [0.0]
+    last_report = 0.0
 
-    def tick(nodes: int) -> None:
-        now = time.perf_counter()
-        if progress is not None and now - last_report[0] > 0.25:
-            last_report[0] = now
-            done = sum(x.nodes for x in solvers)
-            progress(f"branch and bound: {done:,} nodes, budget {budget:,}/ordering, "
-                     f"{now - t0:.1f} s")
+    def total_nodes() -> int:
+        return sum(x.nodes for x in solvers)
 
-    # the search recurses once per placed buffer (and per split): allow that depth (Python 3.11
-    # does not use the C stack for Python-to-Python calls)
-    old_limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old_limit, 4 * n + 2000))
-    try:
-        while True:
-            budget *= 2
-            if max_nodes is not None and budget > max_nodes:
-                return None, False, sum(x.nodes for x in solvers)
-            for sv in solvers:
-                try:
-                    res = sv.run(budget, deadline, tick)
-                except _Abort:
-                    if time.perf_counter() > deadline:
-                        return None, False, sum(x.nodes for x in solvers)
-                    continue
-                return res, res is None, sum(x.nodes for x in solvers)
-    finally:
-        sys.setrecursionlimit(old_limit)
+    while True:
+        budget *= 2
+        if max_nodes is not None and budget > max_nodes:
+            return None, False, total_nodes()
+        for sv in solvers:
+            sv.restart()
+            while True:
+                status = sv.advance(min(budget, sv.run_nodes + chunk))
+                if status == _SOLVED:
+                    return sv.offsets(), False, total_nodes()
+                if status == _INFEASIBLE:
+                    return None, True, total_nodes()
+                now = time.perf_counter()
+                if now > deadline:
+                    return None, False, total_nodes()
+                if progress is not None and now - last_report > 0.25:
+                    last_report = now
+                    progress(f"branch and bound ({SEARCH_BACKEND}): {total_nodes():,} nodes, "
+                             f"budget {budget:,}/ordering, {now - t0:.1f} s")
+                if sv.run_nodes >= budget:
+                    break
 
 
 def _cpsat(lower, upper, size, capacity, hint, time_limit_s, workers, seed, progress):

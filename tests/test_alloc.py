@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from memmap.errors import BadInputError
-from memmap.ilp.alloc import (AllocProblem, _branch_and_bound, _cpsat, _sections, check_alloc,
-                              peak_live, read_minimalloc_csv, solve_alloc)
+from memmap.ilp import alloc as alloc_mod
+from memmap.ilp.alloc import (AllocProblem, _branch_and_bound, _cpsat, _Ordering, _sections,
+                              check_alloc, pack_buffers, peak_live, read_minimalloc_csv,
+                              solve_alloc)
 from memmap.ilp.alloc_cli import capacity_from_name, main
 
 CHALLENGING = Path(__file__).resolve().parents[1].parent / "shared" / "minimalloc" / "challenging"
@@ -107,6 +109,72 @@ def test_exact_search_agrees_with_cpsat_on_random_tight_instances(seed):
         assert infeasible == (status == "INFEASIBLE"), (lo, hi, sz, cap)
         if not infeasible:
             assert check_alloc(p, cap, sol) == []
+
+
+def _random_instance(rng: random.Random, n: int) -> AllocProblem:
+    lo = [rng.randint(0, 8) for _ in range(n)]
+    hi = [x + rng.randint(1, 5) for x in lo]
+    return AllocProblem.from_lists(lo, hi, [rng.choice([1, 2, 3, 4, 5, 7]) for _ in range(n)])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_search_with_slack_agrees_with_cpsat(seed):
+    """Capacity = peak + 1 and larger instances (decomposition, backjumps, hatless pruning)."""
+    rng = random.Random(100 + seed)
+    for _ in range(15):
+        p = _random_instance(rng, rng.randint(8, 14))
+        cap = peak_live(p)[0] + rng.choice([0, 1])
+        sol, infeasible, _ = _exact(p, cap)
+        status, _ = _cpsat(list(p.lower), list(p.upper), list(p.size_bytes), cap, None, 10.0, 1,
+                           0, None)
+        assert infeasible == (status == "INFEASIBLE"), (p.lower, p.upper, p.size_bytes, cap)
+        if not infeasible:
+            assert check_alloc(p, cap, sol) == []
+
+
+@pytest.mark.skipif(alloc_mod._numba is None, reason="numba not installed: nothing to compare")
+def test_compiled_kernel_matches_the_interpreted_one():
+    """The numba-compiled kernel and its Python source take the same path: same status, node
+    count and offsets on every instance."""
+    rng = random.Random(7)
+    compiled = alloc_mod._search_kernel
+    for _ in range(12):
+        p = _random_instance(rng, rng.randint(6, 12))
+        cap = peak_live(p)[0]
+        s0, s1, n_sections = _sections(p.lower, p.upper)
+        width = [u - lo for lo, u in zip(p.lower, p.upper)]
+        runs = []
+        for kernel in (compiled, compiled.py_func):
+            alloc_mod._search_kernel = kernel
+            try:
+                o = _Ordering(s0, s1, width, list(p.size_bytes), n_sections, cap, "TWA")
+                status = o.advance(10_000)
+            finally:
+                alloc_mod._search_kernel = compiled
+            runs.append((status, o.nodes, o.offsets()))
+        assert runs[0] == runs[1]
+
+
+def test_search_is_deterministic_and_iterative():
+    """Thousands of buffers (far beyond Python's default recursion limit of placed buffers per
+    path) with a greedy-hostile tight capacity; two runs give the same offsets and nodes."""
+    rng = random.Random(3)
+    n = 3000
+    lo = [rng.randint(0, 4000) for _ in range(n)]
+    hi = [x + rng.randint(1, 60) for x in lo]
+    sz = [rng.choice([1, 2, 3, 5]) for _ in range(n)]
+    p = AllocProblem.from_lists(lo, hi, sz)
+    cap = peak_live(p)[0]
+    first = _exact(p, cap)
+    assert first[0] is not None and check_alloc(p, cap, first[0]) == []
+    assert _exact(p, cap) == first
+    offs = pack_buffers(lo, hi, sz, cap, max_nodes=200_000)
+    assert offs is not None and check_alloc(p, cap, offs) == []
+
+
+def test_zero_sizes_are_rejected_by_the_search():
+    with pytest.raises(ValueError, match="sizes must be positive"):
+        _exact(AllocProblem.from_lists([0, 0], [1, 1], [0, 1]), 1)
 
 
 # ---- reading CSVs -------------------------------------------------------------------------
