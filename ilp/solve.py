@@ -387,7 +387,7 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
               hint: Plan | None = None, hint_schedules: Sequence = (), progress: ProgressFn | None = None,
               deterministic: bool = True, large_graph_ops: int = LARGE_GRAPH_OPS,
               window_steps: int = WINDOW_STEPS, schedule_search: bool = True, search_share: float | None = None,
-              search_keep: int = 2) -> Plan:
+              search_keep: int = 2, start_plan: Callable[[tuple[int, ...]], Plan | None] | None = None) -> Plan:
     """Schedule search + exact fixed-schedule CP-SAT search over candidate schedules; returns the
     best plan.
 
@@ -402,6 +402,10 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
       hint_schedules: more candidate schedules: each a sequence of op ids, or a Plan (its
         schedule, and the plan as the hint on it).
       progress: called with one-line messages.
+      start_plan: optional heuristic giving a complete plan for a schedule (the pipeline passes
+        the Belady baseline's replacement + allocator; this module imports no solver). Called
+        once per candidate schedule that has no given plan (searched schedules included); its
+        plan is one more starting option there, and must be deterministic.
       deterministic, large_graph_ops, window_steps, schedule_search, search_share, search_keep:
         see :class:`IlpOptions`.
 
@@ -462,7 +466,12 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
 
     def prepare(k: int, name: str, sched: tuple[int, ...]):
         inst = make_instance(problem, sched)
-        start = _hints_for(problem, inst, plans)
+        given = plans
+        if start_plan is not None and not any(tuple(pl.schedule) == sched for pl in plans):
+            extra = start_plan(sched)
+            if extra is not None:
+                given = plans + [extra]
+        start = _hints_for(problem, inst, given)
         cost = math.inf if start is None else _start_cost(problem, inst, start)
         est = estimate_traffic(problem, sched).noncompulsory_bytes if strict else cost
         return [est, cost, k, name, sched, inst, start]

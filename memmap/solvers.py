@@ -39,7 +39,8 @@ def _ilp(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None, 
          progress=None) -> Plan:
     """CP-SAT (memmap.ilp) warm-started from the baselines: the best baseline plan is the hint,
     every baseline plan and the M_P schedule are candidate schedules, and (strict mode) the ILP
-    searches further schedules itself (memmap.ilp.schedule_search, 30% of its budget). The time
+    searches further schedules itself (memmap.ilp.schedule_search, 30% of its budget); on each
+    schedule without a plan, Belady replacement + best fit gives one more starting plan. The time
     limit is the ILP's nominal budget (deterministic); the baselines run before it. ``workers``:
     CP-SAT threads (the plan is deterministic for a given seed AND worker count)."""
     from memmap.baselines import solve_belady, solve_minpeak, solve_msa
@@ -62,7 +63,8 @@ def _ilp(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None, 
     m_p_schedule = compute_budgets(problem, seed=seed).schedule
     # the ILP's budget is nominal (never derived from elapsed time) so the plan is deterministic
     return solve_ilp(problem, time_limit_s=limit, seed=seed, workers=workers, hint=best,
-                     hint_schedules=[p for p in base if p is not best] + [m_p_schedule], progress=progress)
+                     hint_schedules=[p for p in base if p is not best] + [m_p_schedule], progress=progress,
+                     start_plan=lambda sched: solve_belady(problem, schedule=sched))
 
 
 SOLVERS: dict[str, SolverFn] = {"msa": _msa, "belady": _belady, "minpeak": _minpeak, "ilp": _ilp}

@@ -320,3 +320,25 @@ def test_baseline_hint_is_a_complete_solution_of_the_model():
             assert st in (cp_model.OPTIMAL, cp_model.FEASIBLE), solver.status_name(st)
             got = traffic(decode(inst, fm.read(solver)))["noncompulsory_bytes"]
             assert got <= hint.metrics["noncompulsory_bytes"]
+
+
+def test_start_plan_callback_gives_starts_on_schedules_without_a_plan():
+    """solve_ilp asks the injected heuristic for a plan on every candidate schedule that has no
+    given plan (the default and searched schedules here) and never on the hint's schedule."""
+    g = random_graph(5, num_ops=16)
+    caps, _ = _budgets(g)
+    p = Problem(g, Target("t", caps["M_R"], alignment_bytes=64), "strict")
+    hint = _baselines(p)[2]
+    asked = []
+
+    def start_plan(sched):
+        asked.append(tuple(sched))
+        return solve_belady(p, schedule=sched)
+
+    plan = solve_ilp(p, time_limit_s=3.0, hint=hint, start_plan=start_plan)
+    assert verify_plan(plan).ok
+    assert tuple(hint.schedule) not in asked
+    assert len(asked) == len(set(asked)) >= 1
+    for s in asked:
+        assert g.check_schedule(s) is None
+    assert traffic(plan)["noncompulsory_bytes"] <= hint.metrics["noncompulsory_bytes"]
