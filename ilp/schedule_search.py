@@ -91,7 +91,9 @@ class _Ctx:
         self.refs = sum(len(a) + len(b) for a, b in zip(self.ins, self.outs))
 
 
-def _evaluate(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool = False) -> Estimate:
+def _evaluate(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool = False,
+              step_caps: Sequence[int] | None = None) -> Estimate:
+    """``step_caps`` (optional): a capacity per step, replacing ``cap`` step by step."""
     asz, size, produced, is_output = ctx.asz, ctx.size, ctx.produced, ctx.is_output
     reads: dict[int, list[int]] = {}
     for t, o in enumerate(order):
@@ -134,6 +136,8 @@ def _evaluate(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool = F
         for v in outs:
             need += asz[v]
             first_touch[v] = t
+        if step_caps is not None:
+            cap = step_caps[t]
         if live + need > cap:
             pinned = set(ins)
             cands = [u for u in start if u not in pinned]
@@ -185,16 +189,23 @@ def _evaluate(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool = F
     cur = 0
     for t in range(n):
         cur += delta[t]
-        if cur > cap:
-            excess += cur - cap
+        c = step_caps[t] if step_caps is not None else cap
+        if cur > c:
+            excess += cur - c
     return Estimate(traffic, excess, tuple(segs), tuple(evicts), feasible)
 
 
-def estimate_traffic(problem: Problem, schedule: Sequence[int], *, capacity_bytes: int | None = None) -> Estimate:
+def estimate_traffic(problem: Problem, schedule: Sequence[int], *,
+                     capacity_bytes: int | Sequence[int] | None = None) -> Estimate:
     """Byte-level Belady replacement over ``schedule`` (strict mode; see the module docstring).
 
-    ``capacity_bytes`` defaults to the problem's capacity (a smaller one models the room lost
-    to fragmentation)."""
+    ``capacity_bytes`` defaults to the problem's capacity; a smaller one, or one capacity per
+    step (a sequence as long as the schedule), models the room lost to fragmentation."""
+    if capacity_bytes is not None and not isinstance(capacity_bytes, int):
+        caps = [int(c) for c in capacity_bytes]
+        if len(caps) != len(schedule):
+            raise ValueError(f"estimate_traffic: {len(caps)} step capacities for {len(schedule)} steps")
+        return _evaluate(_Ctx(problem), schedule, max(caps, default=0), want_segments=True, step_caps=caps)
     cap = problem.target.capacity_bytes if capacity_bytes is None else int(capacity_bytes)
     return _evaluate(_Ctx(problem), schedule, cap, want_segments=True)
 

@@ -33,6 +33,7 @@ from memmap.ilp.schedule_search import estimate_traffic, search_schedules
 from memmap.plan import Plan, Residency
 from memmap.prefetch import hoist_prefetches
 from memmap.problem import Problem
+from memmap.static_alloc import greedy_allocate
 from memmap.verify import verify_plan
 
 ProgressFn = Callable[[str], None]
@@ -48,6 +49,8 @@ WINDOW_STEPS = 120
 # branch-and-bound node budget (per preordering round) when packing a replacement start: a
 # deterministic limit; ~0.1-0.2 ms per node in Python
 PACK_NODES = 20_000
+# rounds of per-step capacity lowering when a replacement start does not pack (_repair_caps)
+REPAIR_ROUNDS = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,29 +198,90 @@ def _run(fm: FixedScheduleModel, opts: IlpOptions, wall_s: float, det: float, t0
 
 def _replacement_start(problem: Problem, inst: Instance) -> Assignment | None:
     """A starting solution for ``inst.schedule``: byte-level Belady replacement
-    (:func:`memmap.ilp.schedule_search.estimate_traffic`) under an effective capacity, its
+    (:func:`memmap.ilp.schedule_search.estimate_traffic`) under effective capacities, its
     residency segments placed by greedy best fit or, when that fragments, by the exact
     MiniMalloc-style branch and bound (:func:`memmap.ilp.alloc.pack_buffers`, node-budgeted, so
-    deterministic); the effective capacity is lowered until the placement fits the real one.
-    None when no tried one fits."""
+    deterministic). First the capacity is lowered step by step where the best-fit placement
+    overflows (:func:`_repair_caps`); if that fails, uniformly (never below the largest working
+    set). None when nothing tried fits."""
+    a = _repair_caps(problem, inst)
+    if a is not None:
+        return a
     cap = problem.target.capacity_bytes
     lo = problem.m_r_bytes
-    asz = problem.alloc_size
-    tried = set()
-    for frac in (1.0, 0.99, 0.97, 0.95, 0.9, 0.8, 0.7, 0.5):
+    for frac in (0.95, 0.9, 0.8, 0.7, 0.5):
         c = max(lo, int(cap * frac))
-        if c in tried:
-            continue
-        tried.add(c)
         est = estimate_traffic(problem, inst.schedule, capacity_bytes=c)
         if est.feasible:
-            segs = est.segments
-            offs = pack_buffers([x[1] for x in segs], [x[2] + 1 for x in segs], [asz[x[0]] for x in segs], cap,
-                                max_nodes=PACK_NODES)
-            if offs is not None:
-                return encode_residencies(inst, [Residency(v, a, b, int(o)) for (v, a, b), o in zip(segs, offs)])
+            a = _packed(problem, inst, est.segments)
+            if a is not None:
+                return a
         if c == lo:
             break
+    return None
+
+
+def _packed(problem: Problem, inst: Instance, segs) -> Assignment | None:
+    """Residency segments ``(value, first, last)`` placed within the capacity, as an assignment."""
+    asz = problem.alloc_size
+    offs = pack_buffers([x[1] for x in segs], [x[2] + 1 for x in segs], [asz[x[0]] for x in segs],
+                        problem.target.capacity_bytes, max_nodes=PACK_NODES)
+    if offs is None:
+        return None
+    return encode_residencies(inst, [Residency(v, a, b, int(o)) for (v, a, b), o in zip(segs, offs)])
+
+
+def _repair_caps(problem: Problem, inst: Instance, rounds: int = REPAIR_ROUNDS) -> Assignment | None:
+    """Per-step effective capacities: start from the capacity everywhere; while the byte-level
+    replacement's segments do not pack, lower the capacity of every step where their best-fit
+    placement overflows, by half the overflow there and, if that does not pack either, by all of
+    it (never below the step's working set). Halving first matters: on resnet50.train.after at
+    M_R the full cut packs at 771 MiB of traffic, the half cut at 677 MiB. Deterministic (fixed
+    rounds, node-budgeted packing)."""
+    cap = problem.target.capacity_bytes
+    asz = problem.alloc_size
+    ws = problem.working_set_bytes
+    sched = inst.schedule
+    n = len(sched)
+    floor = [ws[o] for o in sched]
+    caps = [cap] * n
+    est = estimate_traffic(problem, sched, capacity_bytes=caps)
+    if not est.feasible:
+        return None
+    a = _packed(problem, inst, est.segments)
+    if a is not None:
+        return a
+    for _ in range(rounds):
+        segs = est.segments
+        starts = [x[1] for x in segs]
+        ends = [x[2] for x in segs]
+        sizes = [asz[x[0]] for x in segs]
+        offs, _ = greedy_allocate(starts, ends, sizes, orders=("size", "area", "length"))
+        over = [0] * n
+        for k, o in enumerate(offs.tolist()):
+            top = o + sizes[k] - cap
+            if top > 0:
+                for t in range(starts[k], ends[k] + 1):
+                    if top > over[t]:
+                        over[t] = top
+        tried = None
+        for share in (0.5, 1.0):
+            new = [max(floor[t], caps[t] - int(share * over[t])) if over[t] else caps[t] for t in range(n)]
+            if new == caps:
+                continue
+            tried = new
+            est = estimate_traffic(problem, sched, capacity_bytes=new)
+            if not est.feasible:
+                continue
+            a = _packed(problem, inst, est.segments)
+            if a is not None:
+                return a
+        if tried is None:
+            return None        # nothing left to lower
+        caps = tried
+        est = estimate_traffic(problem, sched, capacity_bytes=caps)
+        if not est.feasible:
+            return None
     return None
 
 

@@ -113,3 +113,45 @@ def test_ilp_with_search_verifies_and_beats_hint(seed):
     assert info["best_bound"] <= m["noncompulsory_bytes"]
     if m["noncompulsory_bytes"] > 0:
         assert info["best_bound"] == 0 and a.status == "FEASIBLE"
+
+
+def test_evaluator_per_step_capacities():
+    g = two_branch_graph()
+    p = Problem(g, Target("t", 1 << 20, alignment_bytes=64), "strict")
+    order = g.default_schedule
+    n = len(order)
+    whole = estimate_traffic(p, order, capacity_bytes=4096)
+    same = estimate_traffic(p, order, capacity_bytes=[4096] * n)
+    assert (same.noncompulsory_bytes, same.segments) == (whole.noncompulsory_bytes, whole.segments)
+    assert whole.noncompulsory_bytes == 0
+    # squeeze only the step of q1 (a + a2 + b live = 2112 B) to 1152 B: b must leave there
+    steps = [4096] * n
+    steps[[g.ops[o].name for o in order].index("q1")] = 1152
+    squeezed = estimate_traffic(p, order, capacity_bytes=steps)
+    assert squeezed.feasible and squeezed.noncompulsory_bytes == 2 * 1024     # spill + reload of b
+    with pytest.raises(ValueError, match="step capacities"):
+        estimate_traffic(p, order, capacity_bytes=[4096] * (n - 1))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_replacement_start_with_per_step_repair_is_a_valid_plan(seed):
+    """The repaired starting solution (per-step capacities lowered where best fit overflows)
+    decodes to a plan the independent verifier accepts, whatever the schedule."""
+    from memmap.ilp.model import decode, make_instance
+    from memmap.ilp.solve import _repair_caps, _replacement_start
+
+    g = random_graph(seed, num_ops=40)
+    base = Problem(g, Target("t", 1 << 40, alignment_bytes=64), "strict")
+    b = compute_budgets(base)
+    found = 0
+    for cap in (b.m_r_bytes, b.m_h_bytes):
+        p = Problem(g, Target("t", cap, alignment_bytes=64), "strict")
+        inst = make_instance(p, g.default_schedule)
+        for fn in (_replacement_start, _repair_caps):
+            a = fn(p, inst)
+            if a is None:
+                continue
+            plan = decode(inst, a)
+            assert verify_plan(plan).ok, verify_plan(plan).reason
+            found += 1
+    assert found >= 2
