@@ -54,13 +54,15 @@ class GlobalBound:
 
     Attributes:
       bound_bytes: valid lower bound on non-compulsory bytes over every plan and schedule.
-      status: ``trivial`` (no operator forces any eviction), ``OPTIMAL``/``FEASIBLE`` (CP-SAT
+      status: ``trivial`` (no operator forces any eviction), ``chain`` (only the chain bound is
+        non-zero), ``OPTIMAL``/``FEASIBLE`` (CP-SAT
         status of the covering problem; the bound is its best bound either way), ``greedy``
         (only the single-operator bound), ``not strict``.
       tight_ops: operators whose capacity forces evictions (excess > 0).
       rows, terms: size of the covering problem (after removing duplicate rows).
       wall_s: seconds spent.
       single_op_bytes: the best bound from one operator alone (fractional cover).
+      chain_bytes: the order-disjunction bound of :func:`chain_bound`.
     """
 
     bound_bytes: int
@@ -70,6 +72,7 @@ class GlobalBound:
     terms: int = 0
     wall_s: float = 0.0
     single_op_bytes: int = 0
+    chain_bytes: int = 0
 
 
 def _reach(problem: Problem) -> tuple[list[int], list[int]]:
@@ -104,13 +107,18 @@ def _bits(x: int):
         x ^= low
 
 
-def covering_rows(problem: Problem) -> tuple[dict[int, int], list[tuple[int, tuple[int, ...]]]]:
-    """``(cost per value, rows)``: each row is ``(excess, forced values)`` of one operator whose
-    capacity forces evictions (rows with the same forced set keep the largest excess)."""
+def _value_cost(v) -> int:
+    """Least non-compulsory bytes a value costs if it is away while forced (module docstring)."""
+    if v.producer is not None and not v.is_output:
+        return 2 * v.size_bytes
+    return v.size_bytes
+
+
+def _forced(problem: Problem):
+    """``(anc, desc, forced_at, cost)``: reachability bitsets, the forced values of each
+    operator (touched ones included) and the cost of every forced value."""
     g = problem.graph
     managed = problem.managed
-    alloc = problem.alloc_size
-    cap = problem.target.capacity_bytes
     anc, desc = _reach(problem)
     forced_at: list[list[int]] = [[] for _ in range(g.num_ops)]
     cost: dict[int, int] = {}
@@ -122,18 +130,26 @@ def covering_rows(problem: Problem) -> tuple[dict[int, int], list[tuple[int, tup
             cons_anc |= anc[c]
         if v.producer is not None:
             where = desc[v.producer] & cons_anc
-            c_v = v.size_bytes if v.is_output else 2 * v.size_bytes
         else:
             cons_desc = 0
             for c in v.consumers:
                 cons_desc |= desc[c]
             where = cons_desc & cons_anc
-            c_v = v.size_bytes
         if not where:
             continue
-        cost[v.id] = c_v
+        cost[v.id] = _value_cost(v)
         for o in _bits(where):
             forced_at[o].append(v.id)
+    return anc, desc, forced_at, cost
+
+
+def covering_rows(problem: Problem, forced=None) -> tuple[dict[int, int], list[tuple[int, tuple[int, ...]]]]:
+    """``(cost per value, rows)``: each row is ``(excess, forced values)`` of one operator whose
+    capacity forces evictions (rows with the same forced set keep the largest excess)."""
+    g = problem.graph
+    alloc = problem.alloc_size
+    cap = problem.target.capacity_bytes
+    _, _, forced_at, cost = forced if forced is not None else _forced(problem)
     ws = problem.working_set_bytes
     best_rows: dict[tuple[int, ...], int] = {}
     for o in range(g.num_ops):
@@ -143,8 +159,135 @@ def covering_rows(problem: Problem) -> tuple[dict[int, int], list[tuple[int, tup
         if excess > 0 and fv:
             if excess > best_rows.get(fv, 0):
                 best_rows[fv] = excess
+    used = {v for _, fv in best_rows.items() for v in _}
     rows = sorted(((ex, fv) for fv, ex in best_rows.items()), key=lambda r: (-r[0], r[1]))
-    return cost, rows
+    return {v: cost[v] for v in sorted(used)}, rows
+
+
+def chain_bound(problem: Problem, forced=None, max_ops: int = 64) -> int:
+    """A second schedule-independent bound, from order disjunctions the covering rows miss.
+
+    For an operator ``X`` with an output ``T`` read by ``C``, and a dependency chain
+    ``Q_1 -> ... -> Q_k -> C`` (``Q_{i+1}`` reads ``e_i``, an output of ``Q_i``; ``e_k`` is
+    read by ``C``): in every schedule ``X`` runs either before ``Q_1`` - then ``T`` is live at
+    every ``Q_i``'s step (made before, read by ``C`` after) - or between ``Q_j`` and ``Q_{j+1}``
+    (or ``C``) - then ``e_j``, and every value made by ``Q_j`` or its ancestors and read by
+    ``Q_{j+1}`` or its descendants, is live at ``X``'s step, and ``T`` at the steps of
+    ``Q_{j+1} .. Q_k``. Cases that dependencies rule out (``Q_1`` an
+    ancestor of ``X``, ``Q_j`` a descendant) are dropped. In each case that step's resident
+    bytes exceed the capacity by a known excess, which the forced values there (plus ``T`` or
+    ``e_j``) must cover; a case costs at least the largest of its steps' cheapest fractional
+    covers, and the cheapest case is a lower bound for every plan. Example: GPT-2's tied embedding ``transpose(wte)`` needs the whole M_R, so
+    whenever it runs, either its 147 MiB result waits while the embedding gather runs, or the
+    residual stream (1.5 MiB) waits off-chip: at least 3 MiB of spill + reload. Tried for the
+    ``max_ops`` operators with the least slack (capacity minus working set minus forced bytes),
+    each output and consumer, one chain per consumer (backwards along the input whose producer
+    has the most ancestors: the trunk of the network). Returns the best bound in bytes (0 if none)."""
+    g = problem.graph
+    alloc = problem.alloc_size
+    managed = problem.managed
+    cap = problem.target.capacity_bytes
+    ws = problem.working_set_bytes
+    anc, desc, forced_at, _ = forced if forced is not None else _forced(problem)
+    values = g.values
+    slack = []
+    for o in range(g.num_ops):
+        touched = set(problem.op_values[o])
+        fb = sum(alloc[v] for v in forced_at[o] if v not in touched)
+        slack.append((cap - ws[o] - fb, o))
+    slack.sort()
+    biggest = max((alloc[v.id] for v in values if managed[v.id]), default=0)
+
+    live_cands = [v.id for v in values if managed[v.id] and v.consumers]
+    consmask = {}
+    for v in live_cands:
+        m = 0
+        for c in values[v].consumers:
+            m |= 1 << c
+        consmask[v] = m
+    prod = {v: values[v].producer for v in live_cands}
+
+    def between(a: int, b: int) -> set[int]:
+        """Values live at any step after ``a`` and before ``b`` (``a`` precedes ``b``): made by
+        ``a`` or an ancestor of it (or a parameter read there) and read by ``b`` or a
+        descendant of it."""
+        am = anc[a] | (1 << a)
+        dm = desc[b] | (1 << b)
+        out = set()
+        for v in live_cands:
+            cm = consmask[v]
+            if not cm & dm:
+                continue
+            p = prod[v]
+            if (p is not None and (am >> p) & 1) or (p is None and cm & am):
+                out.add(v)
+        return out
+
+    def cover(op: int, extra) -> float:
+        touched = set(problem.op_values[op])
+        vals = [v for v in forced_at[op] if v not in touched]
+        have = set(vals)
+        for e in extra:
+            if e not in touched and e not in have:
+                vals.append(e)
+                have.add(e)
+        excess = ws[op] + sum(alloc[v] for v in vals) - cap
+        if excess <= 0:
+            return 0.0
+        cst = {v: _value_cost(values[v]) for v in vals}
+        return _fractional_cover(excess, vals, cst, alloc)
+
+    best = 0.0
+    for sl, x in slack[:max_ops]:
+        if sl >= biggest:
+            break
+        for t in g.ops[x].outputs:
+            if not managed[t]:
+                continue
+            for c in values[t].consumers:
+                # walk back from C along the largest managed input produced outside X's descendants
+                chain: list[tuple[int, int]] = []      # (Q_i, e_i), from C backwards
+                cur = c
+                seen = {x, c}
+                while True:
+                    cands = [v for v in g.ops[cur].inputs if managed[v] and v != t
+                             and values[v].producer is not None and values[v].producer not in seen]
+                    if cur == c:
+                        cands = [v for v in cands if not (desc[x] >> values[v].producer) & 1]
+                    if not cands:
+                        break
+                    # follow the trunk: the producer with the most ancestors (longest way back)
+                    e = max(cands, key=lambda v: (anc[values[v].producer].bit_count(), alloc[v], -v))
+                    q = values[e].producer
+                    chain.append((q, e))
+                    seen.add(q)
+                    if (anc[x] >> q) & 1:
+                        break
+                    cur = q
+                if not chain:
+                    continue
+                chain.reverse()                          # Q_1 .. Q_k with e_i read by Q_{i+1} / C
+                k = len(chain)
+                # T is live at every Q_i that runs after X: suffix maxima of its cover there
+                suf = [0.0] * (k + 1)
+                for i in range(k - 1, -1, -1):
+                    suf[i] = max(suf[i + 1], cover(chain[i][0], (t,)))
+                case_costs = []
+                if not (anc[x] >> chain[0][0]) & 1:
+                    case_costs.append(suf[0])            # X before Q_1: T waits at every Q_i
+                for j, (q, e) in enumerate(chain):
+                    if (desc[x] >> q) & 1:
+                        break                            # X precedes Q_j and everything after it
+                    nxt = chain[j + 1][0] if j + 1 < k else c
+                    if (anc[x] >> nxt) & 1:
+                        continue                         # X cannot precede Q_{j+1}
+                    # Q_j before X before Q_{j+1}: e_j waits at X, T waits at Q_{j+1} .. Q_k
+                    case_costs.append(max(cover(x, between(q, nxt) | {e}), suf[j + 1]))
+                    if min(case_costs) <= best:
+                        break
+                if case_costs:
+                    best = max(best, min(case_costs))
+    return 0 if math.isinf(best) else math.ceil(best - 1e-6)
 
 
 def _fractional_cover(excess: int, values, cost, alloc) -> float:
@@ -172,9 +315,12 @@ def global_lower_bound(problem: Problem, *, time_limit_s: float = 5.0, seed: int
     t0 = time.perf_counter()
     if problem.mode != "strict":
         return GlobalBound(0, "not strict")
-    cost, rows = covering_rows(problem)
+    forced = _forced(problem)
+    chain_b = chain_bound(problem, forced)
+    cost, rows = covering_rows(problem, forced)
     if not rows:
-        return GlobalBound(0, "trivial", wall_s=time.perf_counter() - t0)
+        return GlobalBound(chain_b, "chain" if chain_b else "trivial", wall_s=time.perf_counter() - t0,
+                           chain_bytes=chain_b)
     alloc = problem.alloc_size
     single = max(_fractional_cover(ex, fv, cost, alloc) for ex, fv in rows)
     if math.isinf(single):
@@ -216,8 +362,8 @@ def global_lower_bound(problem: Problem, *, time_limit_s: float = 5.0, seed: int
         status = solver.status_name(st)
     else:
         bound, status = 0, "greedy"
-    return GlobalBound(max(bound, single_b), status, tight_ops=len(rows), rows=len(rows), terms=terms,
-                       wall_s=time.perf_counter() - t0, single_op_bytes=single_b)
+    return GlobalBound(max(bound, single_b, chain_b), status, tight_ops=len(rows), rows=len(rows), terms=terms,
+                       wall_s=time.perf_counter() - t0, single_op_bytes=single_b, chain_bytes=chain_b)
 
 
-__all__ = ["global_lower_bound", "covering_rows", "GlobalBound"]
+__all__ = ["global_lower_bound", "covering_rows", "chain_bound", "GlobalBound"]

@@ -12,7 +12,7 @@ from ortools.sat.python import cp_model
 from memmap.cost import traffic
 from memmap.ilp import FixedScheduleModel, decode, make_instance, solve_ilp
 from memmap.ilp.alloc import AllocProblem, check_alloc, pack_buffers
-from memmap.ilp.lower_bound import covering_rows, global_lower_bound
+from memmap.ilp.lower_bound import chain_bound, covering_rows, global_lower_bound
 from memmap.ir.graph import GraphBuilder
 from memmap.pipeline import run_solver
 from memmap.problem import Problem, Target
@@ -190,3 +190,38 @@ def test_pack_buffers_places_what_greedy_fragments():
     assert check_alloc(AllocProblem.from_lists(lower, upper, size), cap, offs) == []
     assert pack_buffers(lower, upper, size, cap, max_nodes=10_000) == offs     # deterministic
     assert pack_buffers(lower, upper, size, cap - 1) is None                   # peak 7 > 6
+
+
+def test_chain_bound_proves_the_tied_embedding_pattern():
+    """GPT-2's pattern in small: X = transpose(w) fills the whole capacity; its result T is read
+    at the end together with the trunk that starts with a gather of w. Whenever X runs, either
+    T waits while the gather runs (2 x 4U) or a trunk value waits at X (2 x 1U). Only the chain
+    bound sees it (no value is forced at X in every order)."""
+    b = GraphBuilder("tied")
+    w = b.add_value("w", 4 * U, kind="parameter")
+    (h0,) = b.add_op("gather", "gather", inputs=[w], outputs=[("h0", U)])
+    (h1,) = b.add_op("f1", "f", inputs=[h0], outputs=[("h1", U)])
+    (h2,) = b.add_op("f2", "f", inputs=[h1], outputs=[("h2", U)])
+    (t,) = b.add_op("transpose", "transpose", inputs=[w], outputs=[("t", 4 * U)])
+    (o,) = b.add_op("logits", "dot", inputs=[h2, t], outputs=[("o", U)])
+    b.mark_output(o)
+    g = b.build()
+    p = Problem(g, Target("t", 8 * U, alignment_bytes=U), "strict")
+    assert p.m_r_bytes == 8 * U
+    assert covering_rows(p)[1] == []
+    assert chain_bound(p) == 2 * U
+    lb = global_lower_bound(p)
+    assert lb.bound_bytes == 2 * U and lb.status == "chain"
+    assert _optimum_over_all_schedules(p) == 2 * U
+    plan = solve_ilp(p, time_limit_s=5)
+    assert traffic(plan)["noncompulsory_bytes"] == 2 * U and plan.status == "OPTIMAL"
+
+
+@pytest.mark.parametrize("seed,extra", [(322, U), (325, 0), (359, 0), (364, 0)])
+def test_chain_bound_is_sound_where_it_decides(seed, extra):
+    g = _random_dag(seed)
+    p0 = Problem(g, Target("t", 1 << 30, alignment_bytes=U), "strict")
+    p = Problem(g, Target("t", p0.m_r_bytes + extra, alignment_bytes=U), "strict")
+    lb = global_lower_bound(p, time_limit_s=1)
+    assert lb.chain_bytes > 0 and lb.bound_bytes == lb.chain_bytes    # the chain bound decides here
+    assert lb.bound_bytes <= _optimum_over_all_schedules(p)
