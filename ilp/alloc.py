@@ -22,9 +22,10 @@ Method (docs/alloc.md proves each step)
    the node (dominance); sections prune nodes whose remaining buffers cannot fit above their
    lowest possible start (section inference, watched witnesses); the problem splits into
    independent parts wherever no unplaced buffer crosses a section boundary (a part that fails
-   backjumps to the split that created it); a failed candidate whose placement raised no other
-   buffer fails its node (hatless pruning); identical buffers are placed in index order; failed
-   states are remembered. Five static preorderings run round robin with a doubling node budget.
+   backjumps to the split that created it, and each new part is preordered again from the
+   current section totals); a failed candidate whose placement raised no other buffer fails its
+   node (hatless pruning); identical buffers are placed in index order; failed states are
+   remembered. Three preordering heuristics run round robin with a doubling node budget.
    The search is one iterative kernel over int64 arrays, compiled with numba when installed.
 5. If the time budget is not yet spent, CP-SAT ``add_no_overlap_2d`` over (time, address) with
    the greedy offsets as a hint.
@@ -51,7 +52,9 @@ __all__ = ["AllocProblem", "AllocResult", "read_minimalloc_csv", "solve_alloc", 
 
 STATUSES = ("OPTIMAL", "FEASIBLE", "INFEASIBLE", "UNKNOWN")
 REQUIRED_COLUMNS = ("id", "lower", "upper", "size")
-_PREORDERINGS = ("TWA", "WAT", "TAW", "TCA", "CAT")  # Total, Width (lifetime), Area, seCtions
+# MiniMalloc's three preordering heuristics (Total of the sections, Width = lifetime, Area), TWA
+# first; _Ordering also knows C (sections spanned) and Z (size).
+_PREORDERINGS = ("TWA", "WAT", "TAW")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,21 +240,26 @@ _warned_interpreted = [False]
 _BIG = 1 << 62
 _HASH_MULT = -7046029254386353131          # 0x9E3779B97F4A7C15 as a signed 64-bit integer
 _MEMO_SLOTS = 1 << 18                      # failed-state cache entries per preordering (lossy)
+_ORDER_ROOM_MAX = 1 << 22                  # entries of the part-order stack (32 MiB at most)
 # kernel status codes
 _BUDGET, _SOLVED, _INFEASIBLE = 0, 1, 2
 # kernel modes (what the loop does next)
 _ENTER, _NEXT, _FAIL = 0, 1, 2
-# scalar state ``sc``: depth, mode, nodes of this run, pending height, undo top, section stamp
-_SC_DEPTH, _SC_MODE, _SC_NODES, _SC_PH, _SC_UT, _SC_STAMP = range(6)
+# scalar state ``sc``: depth, mode, nodes of this run, pending height, undo top, section stamp,
+# top of the part-order stack
+_SC_DEPTH, _SC_MODE, _SC_NODES, _SC_PH, _SC_UT, _SC_STAMP, _SC_OT = range(7)
+# columns of ``pend`` (one pending part): section range, encoded last placement, level that
+# created it, its buffers in preorder at ``olist[oa:ob]``
+_PD_SA, _PD_SB, _PD_LAST, _PD_BORN, _PD_OA, _PD_OB = range(6)
 # per-level columns of ``lv``
 (_LV_H1, _LV_H2, _LV_LAST, _LV_MINH, _LV_CUR, _LV_UT, _LV_PH, _LV_SA, _LV_SB, _LV_PLAST,
- _LV_BORN, _LV_HATLESS) = range(12)
+ _LV_BORN, _LV_HATLESS, _LV_J, _LV_OA, _LV_OB, _LV_OT) = range(16)
 
 
 @_jit
-def _undo_level(lv, level, n, size, s0, s1, off, minoff, total, cuts, pend, undo, ut):
-    """Take back the buffer placed at ``level`` (it was committed); returns ``(ut, ph)``."""
-    j = lv[level, _LV_CUR] % n
+def _undo_level(lv, level, size, s0, s1, off, minoff, total, cuts, pend, undo, ut):
+    """Take back the buffer placed at ``level`` (it was committed); returns ``(ut, ph, ot)``."""
+    j = lv[level, _LV_J]
     for k in range(s0[j], s1[j] - 1):
         cuts[k] += 1
     floor = lv[level, _LV_UT]
@@ -262,37 +270,82 @@ def _undo_level(lv, level, n, size, s0, s1, off, minoff, total, cuts, pend, undo
         total[s] += size[j]
     off[j] = -1
     ph = lv[level, _LV_PH]
-    pend[ph - 1, 0] = lv[level, _LV_SA]
-    pend[ph - 1, 1] = lv[level, _LV_SB]
-    pend[ph - 1, 2] = lv[level, _LV_PLAST]
-    pend[ph - 1, 3] = lv[level, _LV_BORN]
-    return ut, ph
+    pend[ph - 1, _PD_SA] = lv[level, _LV_SA]
+    pend[ph - 1, _PD_SB] = lv[level, _LV_SB]
+    pend[ph - 1, _PD_LAST] = lv[level, _LV_PLAST]
+    pend[ph - 1, _PD_BORN] = lv[level, _LV_BORN]
+    pend[ph - 1, _PD_OA] = lv[level, _LV_OA]
+    pend[ph - 1, _PD_OB] = lv[level, _LV_OB]
+    return ut, ph, lv[level, _LV_OT]
 
 
 @_jit
-def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, by_s0, s0_ptr, zob1,
-                   zob2, cap, off, minoff, total, cuts, pend, lv, undo, sec_mark, witness, parts,
-                   memo, sc, node_limit):
+def _preorder_part(olist, a, b, gkey, tkey, skey, tmp):
+    """Sort ``olist[a:b]`` (buffer indices) by ``(gkey, tkey, skey)``, ascending; ``skey`` is
+    unique, so the order is total. Bottom-up merge sort through ``tmp``."""
+    width = 1
+    m = b - a
+    while width < m:
+        for lo in range(a, b, 2 * width):
+            mid = min(lo + width, b)
+            hi = min(lo + 2 * width, b)
+            i = lo
+            k = mid
+            w = lo
+            while i < mid and k < hi:
+                x = olist[i]
+                y = olist[k]
+                if (gkey[y] < gkey[x] or (gkey[y] == gkey[x] and (
+                        tkey[y] < tkey[x] or (tkey[y] == tkey[x] and skey[y] < skey[x])))):
+                    tmp[w] = y
+                    k += 1
+                else:
+                    tmp[w] = x
+                    i += 1
+                w += 1
+            while i < mid:
+                tmp[w] = olist[i]
+                i += 1
+                w += 1
+            while k < hi:
+                tmp[w] = olist[k]
+                k += 1
+                w += 1
+        for p in range(a, b):
+            olist[p] = tmp[p]
+        width *= 2
+
+
+@_jit
+def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, gkey, tkey, skey,
+                   use_total, zob1, zob2, cap, off, minoff, total, cuts, pend, lv, undo,
+                   sec_mark, witness, parts, part_of, olist, otmp, memo, sc, node_limit):
     """Canonical branch and bound, run until ``sc[_SC_NODES] == node_limit`` (returns
     ``_BUDGET``; call again to resume), a placement (``_SOLVED``, offsets in ``off``) or a proof
     that none exists (``_INFEASIBLE``).
 
-    Buffers are in preorder rank. ``pend[:ph]`` is a stack of independent parts (section range
-    ``[sa, sb)``, encoded last placement ``offset * n + index`` or -1, level that created it or
-    -1); the top one is being solved. ``lv[d]`` records the node at depth ``d``: memo key,
-    ``last``, ``min_height``, the candidate placed now (``CUR``) and what undoes it. The unplaced
-    buffers of a part are those of ``by_s0[s0_ptr[sa]:s0_ptr[sb]]`` (sorted by first section)
-    with ``off < 0``: none crosses a part boundary. ``witness[s]`` is a hint (checked before use,
-    never undone): an unplaced buffer of section ``s`` with ``minoff + total[s] <= cap``.
+    ``pend[:ph]`` is a stack of independent parts (section range ``[sa, sb)``, encoded last
+    placement ``offset * n + rank`` or -1, level that created it or -1, and the part's buffers in
+    preorder, ``olist[oa:ob]``); the top one is being solved. A buffer's rank is its position in
+    that list: each part made by a split gets its own preorder, sorted by ``(gkey, -T, skey)``
+    where T is the largest unplaced total over the buffer's sections at that moment (``tkey``
+    is scratch; with ``use_total == 0`` T is not part of the heuristic). ``olist`` is a stack:
+    a level that splits its part pushes the new lists and its undo pops them; when it is full a
+    new part keeps its parent's list (a preorder too, filtered by section range). ``lv[d]``
+    records the node at depth ``d``: memo key, ``last``, ``min_height``, the candidate placed now
+    (``CUR`` key, ``J`` buffer) and what undoes it. ``witness[s]`` is a hint (checked before
+    use, never undone): an unplaced buffer of section ``s`` with ``minoff + total[s] <= cap``.
     """
     n = size.shape[0]
     mask = memo.shape[0] - 1
+    room = olist.shape[0]
     depth = sc[_SC_DEPTH]
     mode = sc[_SC_MODE]
     nodes = sc[_SC_NODES]
     ph = sc[_SC_PH]
     ut = sc[_SC_UT]
     stamp = sc[_SC_STAMP]
+    ot = sc[_SC_OT]
     status = _BUDGET
     while True:
         if mode == _ENTER:
@@ -302,17 +355,21 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, by_s0
             if nodes >= node_limit:
                 break
             nodes += 1
-            sa = pend[ph - 1, 0]
-            sb = pend[ph - 1, 1]
-            last = pend[ph - 1, 2]
+            sa = pend[ph - 1, _PD_SA]
+            sb = pend[ph - 1, _PD_SB]
+            last = pend[ph - 1, _PD_LAST]
+            oa = pend[ph - 1, _PD_OA]
+            ob = pend[ph - 1, _PD_OB]
+            # The memo key: the unplaced set, their minoff and (once ``last`` constrains the
+            # order) their ranks; a fresh part fails iff it is infeasible, whatever its order.
             h1 = 0
             h2 = 0
             minh = _BIG
-            for p in range(s0_ptr[sa], s0_ptr[sb]):
-                j = by_s0[p]
-                if off[j] < 0:
+            for p in range(oa, ob):
+                j = olist[p]
+                if off[j] < 0 and sa <= s0[j] < sb:
                     h1 ^= zob1[j]
-                    x = (zob2[j] + minoff[j]) * _HASH_MULT
+                    x = (zob2[j] + minoff[j] * n + (p - oa if last >= 0 else 0)) * _HASH_MULT
                     h2 += x ^ (x >> 29)
                     t = minoff[j] + size[j]
                     if t < minh:
@@ -325,29 +382,33 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, by_s0
             lv[depth, _LV_H2] = h2
             lv[depth, _LV_LAST] = last
             lv[depth, _LV_MINH] = minh
-            lv[depth, _LV_CUR] = last      # candidates come after (offset, index) = last
+            lv[depth, _LV_CUR] = last      # candidates come after (offset, rank) = last
             mode = _NEXT
         elif mode == _NEXT:
-            sa = pend[ph - 1, 0]
-            sb = pend[ph - 1, 1]
+            sa = pend[ph - 1, _PD_SA]
+            sb = pend[ph - 1, _PD_SB]
+            oa = pend[ph - 1, _PD_OA]
+            ob = pend[ph - 1, _PD_OB]
             cur = lv[depth, _LV_CUR]
             minh = lv[depth, _LV_MINH]
             if cur != lv[depth, _LV_LAST] and lv[depth, _LV_HATLESS]:
                 best = -1                              # hatless pruning: the node fails
             else:
                 best = _BIG
-            for p in range(s0_ptr[sa], s0_ptr[sb]):
+            j = -1
+            for p in range(oa, ob):
                 if best < 0:
                     break
-                j = by_s0[p]
-                if off[j] < 0:
-                    m = minoff[j]
+                q = olist[p]
+                if off[q] < 0 and sa <= s0[q] < sb:
+                    m = minoff[q]
                     if m < minh:                       # dominance
-                        k = m * n + j
+                        k = m * n + (p - oa)
                         if cur < k < best:
-                            t = twin[j]
+                            t = twin[q]
                             if t < 0 or off[t] >= 0:   # identical buffers in index order
                                 best = k
+                                j = q
             if best == _BIG or best < 0:               # every candidate failed: remember it
                 h1 = lv[depth, _LV_H1]
                 h2 = lv[depth, _LV_H2]
@@ -363,7 +424,6 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, by_s0
                 mode = _FAIL
                 continue
             lv[depth, _LV_CUR] = best
-            j = best % n
             o = best // n
             top = o + size[j]
             off[j] = o
@@ -424,13 +484,17 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, by_s0
             # commit: remember how to undo, then split the part where no unplaced buffer crosses
             for k in range(s0[j], s1[j] - 1):
                 cuts[k] -= 1
+            lv[depth, _LV_J] = j
             lv[depth, _LV_UT] = u0
             lv[depth, _LV_PH] = ph
             lv[depth, _LV_SA] = sa
             lv[depth, _LV_SB] = sb
-            lv[depth, _LV_PLAST] = pend[ph - 1, 2]
-            lv[depth, _LV_BORN] = pend[ph - 1, 3]
-            born = pend[ph - 1, 3]
+            lv[depth, _LV_PLAST] = pend[ph - 1, _PD_LAST]
+            lv[depth, _LV_BORN] = pend[ph - 1, _PD_BORN]
+            lv[depth, _LV_OA] = oa
+            lv[depth, _LV_OB] = ob
+            lv[depth, _LV_OT] = ot
+            born = pend[ph - 1, _PD_BORN]
             ph -= 1
             n_parts = 0
             start = sa
@@ -446,29 +510,70 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, by_s0
                         parts[n_parts, 1] = k + 1
                         n_parts += 1
                     start = k + 1
-            for q in range(n_parts - 1, -1, -1):       # leftmost part on top
-                pend[ph, 0] = parts[q, 0]
-                pend[ph, 1] = parts[q, 1]
-                if n_parts == 1 and parts[0, 0] == sa and parts[0, 1] == sb:
-                    pend[ph, 2] = best
-                    pend[ph, 3] = born
-                else:
-                    pend[ph, 2] = -1
-                    pend[ph, 3] = depth
+            if n_parts == 1 and parts[0, 0] == sa and parts[0, 1] == sb:
+                pend[ph, _PD_SA] = sa                  # the same part goes on
+                pend[ph, _PD_SB] = sb
+                pend[ph, _PD_LAST] = best
+                pend[ph, _PD_BORN] = born
+                pend[ph, _PD_OA] = oa
+                pend[ph, _PD_OB] = ob
                 ph += 1
+            else:
+                # one pass over the parent's list buckets its unplaced buffers by part
+                n_new = 0
+                for q in range(n_parts):
+                    parts[q, 2] = 0
+                    for s in range(parts[q, 0], parts[q, 1]):
+                        part_of[s] = q
+                for p in range(oa, ob):
+                    x = olist[p]
+                    if off[x] < 0:
+                        parts[part_of[s0[x]], 2] += 1
+                        n_new += 1
+                if ot + n_new <= room:                 # re-preorder with the current totals
+                    for q in range(n_parts):
+                        parts[q, 3] = ot               # write pointer of part q's list
+                        ot += parts[q, 2]
+                    for p in range(oa, ob):
+                        x = olist[p]
+                        if off[x] < 0:
+                            q = part_of[s0[x]]
+                            olist[parts[q, 3]] = x
+                            parts[q, 3] += 1
+                            if use_total:
+                                tm = 0
+                                for s in range(s0[x], s1[x]):
+                                    if total[s] > tm:
+                                        tm = total[s]
+                                tkey[x] = -tm
+                    for q in range(n_parts):
+                        _preorder_part(olist, parts[q, 3] - parts[q, 2], parts[q, 3], gkey, tkey,
+                                       skey, otmp)
+                else:                                  # no room: keep the parent's order
+                    for q in range(n_parts):
+                        parts[q, 3] = ob
+                        parts[q, 2] = ob - oa
+                for q in range(n_parts - 1, -1, -1):   # leftmost part on top
+                    pend[ph, _PD_SA] = parts[q, 0]
+                    pend[ph, _PD_SB] = parts[q, 1]
+                    pend[ph, _PD_LAST] = -1
+                    pend[ph, _PD_BORN] = depth
+                    pend[ph, _PD_OA] = parts[q, 3] - parts[q, 2]
+                    pend[ph, _PD_OB] = parts[q, 3]
+                    ph += 1
             depth += 1
             mode = _ENTER
         else:                                          # the node at ``depth`` failed
-            last = pend[ph - 1, 2]
-            target = depth - 1 if last >= 0 else pend[ph - 1, 3]
+            last = pend[ph - 1, _PD_LAST]
+            target = depth - 1 if last >= 0 else pend[ph - 1, _PD_BORN]
             if target < 0:
                 status = _INFEASIBLE
                 break
             # back to the level that placed into this part, or (backjump) to the one whose
             # split created it: the levels in between solved independent parts
             for level in range(depth - 1, target - 1, -1):
-                ut, ph = _undo_level(lv, level, n, size, s0, s1, off, minoff, total, cuts, pend,
-                                     undo, ut)
+                ut, ph, ot = _undo_level(lv, level, size, s0, s1, off, minoff, total, cuts, pend,
+                                         undo, ut)
             depth = target
             mode = _NEXT
     sc[_SC_DEPTH] = depth
@@ -477,6 +582,7 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, by_s0
     sc[_SC_PH] = ph
     sc[_SC_UT] = ut
     sc[_SC_STAMP] = stamp
+    sc[_SC_OT] = ot
     return status
 
 
@@ -489,16 +595,20 @@ def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Ordering:
-    """One static preordering of the canonical search, with its failed-state cache.
+    """One static preordering heuristic of the canonical search, with its failed-state cache.
 
-    Internal buffer index = rank in the preordering. :meth:`restart` starts a fresh tree (the
-    cache is kept: a remembered failure stays a failure); :meth:`advance` runs the kernel for
-    more nodes.
+    Internal buffer index = rank in the root preordering. Each part made by a split is sorted
+    again by the same heuristic with T taken from the unplaced totals at that moment
+    (MiniMalloc's per-partition preordering); ties go to the input index. :meth:`restart`
+    starts a fresh tree (the cache is kept: a remembered failure stays a failure);
+    :meth:`advance` runs the kernel for more nodes.
     """
 
     def __init__(self, s0: list[int], s1: list[int], width: list[int], size: list[int],
                  n_sections: int, capacity: int, heuristic: str):
         n = len(size)
+        if not heuristic or any(c not in "TWACZ" for c in heuristic):
+            raise ValueError(f"preordering heuristic {heuristic!r}: use the letters T, W, A, C, Z")
         total0 = [0] * n_sections
         for i in range(n):
             for s in range(s0[i], s1[i]):
@@ -511,6 +621,26 @@ class _Ordering:
         self.order = sorted(range(n), key=lambda i: tuple(-keys[c][i] for c in heuristic) + (i,))
         self.n, self.n_sections, self.cap = n, n_sections, capacity
         i64 = np.int64
+        # The heuristic is (static prefix, T, static suffix): a part is sorted by (gkey, -T, skey)
+        # with gkey the dense rank of the prefix and skey the rank of (suffix, input index).
+        cut = heuristic.find("T")
+        prefix, suffix = (heuristic, "") if cut < 0 else (heuristic[:cut], heuristic[cut + 1:])
+        self.use_total = 0 if cut < 0 else 1
+
+        def dense_rank(letters: str, unique: bool) -> np.ndarray:
+            def key(i: int) -> tuple:
+                return tuple(-keys[c][i] for c in letters) + ((i,) if unique else ())
+            ranks = np.zeros(n, dtype=i64)
+            previous, r = None, -1
+            for i in sorted(range(n), key=key):
+                if key(i) != previous:
+                    previous, r = key(i), r + 1
+                ranks[i] = r
+            return ranks[self.order]               # by internal index
+
+        self.gkey = dense_rank(prefix, unique=cut < 0)
+        self.skey = dense_rank(suffix, unique=True)
+        self.tkey = np.zeros(n, dtype=i64)
         self.size = np.array([size[i] for i in self.order], dtype=i64)
         self.s0 = np.array([s0[i] for i in self.order], dtype=i64)
         self.s1 = np.array([s1[i] for i in self.order], dtype=i64)
@@ -541,43 +671,58 @@ class _Ordering:
         self.cuts0 = np.zeros(max(n_sections - 1, 1), dtype=i64)
         for i in range(n):
             self.cuts0[self.s0[i]:self.s1[i] - 1] += 1
+        bounds = [0] + [k + 1 for k in range(n_sections - 1) if self.cuts0[k] == 0]
+        bounds.append(n_sections)
+        self.roots = [(a, b) for a, b in zip(bounds, bounds[1:]) if self.total0[a:b].any()]
+        # Part-order stack: the root lists (n entries), then along any path at most one list
+        # per placement, of the buffers still unplaced in its root part: k (k - 1) / 2 entries
+        # for a root part of k buffers. Past _ORDER_ROOM_MAX a new part keeps its parent's order.
+        root_sizes = np.bincount(np.searchsorted(bounds, self.s0, side="right") - 1,
+                                 minlength=len(bounds))
+        need = n + int(sum(k * (k - 1) // 2 for k in root_sizes.tolist()))
+        self.olist = np.zeros(max(1, min(need, max(_ORDER_ROOM_MAX, n))), dtype=i64)
+        self.otmp = np.zeros_like(self.olist)
         self.undo = np.zeros((max(int(self.ov_ptr[-1]), 1), 2), dtype=i64)
-        self.lv = np.zeros((n + 1, 12), dtype=i64)
-        self.pend = np.zeros((n_sections + 1, 4), dtype=i64)
-        self.parts = np.zeros((n_sections + 1, 2), dtype=i64)
+        self.lv = np.zeros((n + 1, 16), dtype=i64)
+        self.pend = np.zeros((n_sections + 1, 6), dtype=i64)
+        self.parts = np.zeros((n_sections + 1, 4), dtype=i64)   # range, count, list end
+        self.part_of = np.zeros(n_sections, dtype=i64)
         self.sec_mark = np.zeros(n_sections, dtype=i64)
         self.witness = np.full(n_sections, -1, dtype=i64)
-        self.by_s0 = np.argsort(self.s0, kind="stable").astype(i64)
-        self.s0_ptr = np.searchsorted(self.s0[self.by_s0], np.arange(n_sections + 1),
-                                      side="left").astype(i64)
-        self.sc = np.zeros(6, dtype=i64)
+        self.sc = np.zeros(7, dtype=i64)
         self.nodes = 0                             # over all runs
         self.restart()
 
     def restart(self) -> None:
-        """Fresh search tree: nothing placed, the root parts pending."""
+        """Fresh search tree: nothing placed, the root parts pending (in root preorder)."""
         self.off = np.full(self.n, -1, dtype=np.int64)
         self.minoff = np.zeros(self.n, dtype=np.int64)
         self.total = self.total0.copy()
         self.cuts = self.cuts0.copy()
-        bounds = [0] + [k + 1 for k in range(self.n_sections - 1) if self.cuts[k] == 0]
-        bounds.append(self.n_sections)
-        roots = [(a, b) for a, b in zip(bounds, bounds[1:]) if self.total[a:b].any()]
-        for h, (a, b) in enumerate(reversed(roots)):   # leftmost part on top
-            self.pend[h] = (a, b, -1, -1)
         self.sc[:] = 0
-        self.sc[_SC_PH] = len(roots)
+        ot = 0
+        regions = []
+        for a, b in self.roots:
+            members = np.nonzero((self.s0 >= a) & (self.s0 < b))[0]
+            self.olist[ot:ot + len(members)] = members
+            regions.append((ot, ot + len(members)))
+            ot += len(members)
+        for h, ((a, b), (oa, ob)) in enumerate(zip(reversed(self.roots), reversed(regions))):
+            self.pend[h] = (a, b, -1, -1, oa, ob)  # leftmost part on top
+        self.sc[_SC_PH] = len(self.roots)
+        self.sc[_SC_OT] = ot
 
     def advance(self, node_limit: int) -> int:
         """Run this tree until it has used ``node_limit`` nodes; returns a kernel status."""
         before = int(self.sc[_SC_NODES])
         with np.errstate(over="ignore"):           # hashing wraps (interpreted backend only)
             status = _search_kernel(self.size, self.s0, self.s1, self.twin, self.live_ptr,
-                                    self.live_idx, self.ov_ptr, self.ov_idx, self.by_s0,
-                                    self.s0_ptr, self.zob1, self.zob2, self.cap, self.off,
-                                    self.minoff, self.total, self.cuts, self.pend, self.lv,
-                                    self.undo, self.sec_mark, self.witness, self.parts,
-                                    self.memo, self.sc, node_limit)
+                                    self.live_idx, self.ov_ptr, self.ov_idx, self.gkey,
+                                    self.tkey, self.skey, self.use_total, self.zob1, self.zob2,
+                                    self.cap, self.off, self.minoff, self.total, self.cuts,
+                                    self.pend, self.lv, self.undo, self.sec_mark, self.witness,
+                                    self.parts, self.part_of, self.olist, self.otmp, self.memo,
+                                    self.sc, node_limit)
         self.nodes += int(self.sc[_SC_NODES]) - before
         return int(status)
 

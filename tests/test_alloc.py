@@ -132,6 +132,89 @@ def test_exact_search_with_slack_agrees_with_cpsat(seed):
             assert check_alloc(p, cap, sol) == []
 
 
+def _fragmenting_instance(rng: random.Random) -> tuple[AllocProblem, int]:
+    """Random buffers, then one filler per step so that every step is exactly full: with
+    capacity = peak some of these cannot be placed (fragmentation), which the exact search must
+    prove by exhaustion."""
+    n, steps = rng.randint(6, 12), rng.randint(4, 8)
+    lo = [rng.randint(0, steps - 1) for _ in range(n)]
+    hi = [rng.randint(x + 1, min(steps, x + 3)) for x in lo]
+    sz = [rng.choice([1, 2, 3, 4, 5]) for _ in range(n)]
+    live = [sum(z for a, b, z in zip(lo, hi, sz) if a <= t < b) for t in range(steps)]
+    cap = max(live)
+    for t in range(steps):
+        if live[t] < cap:
+            lo.append(t)
+            hi.append(t + 1)
+            sz.append(cap - live[t])
+    return AllocProblem.from_lists(lo, hi, sz), cap
+
+
+def _agree_with_cpsat(instances) -> int:
+    """Exact search and CP-SAT agree on every instance; returns how many were infeasible."""
+    infeasible_count = 0
+    for p, cap in instances:
+        sol, infeasible, _ = _exact(p, cap)
+        status, _ = _cpsat(list(p.lower), list(p.upper), list(p.size_bytes), cap, None, 10.0, 1,
+                           0, None)
+        assert infeasible == (status == "INFEASIBLE"), (p.lower, p.upper, p.size_bytes, cap)
+        if infeasible:
+            infeasible_count += 1
+        else:
+            assert sol is not None and check_alloc(p, cap, sol) == []
+    return infeasible_count
+
+
+@pytest.mark.parametrize("seeds", [range(0, 150), range(150, 300)])
+def test_exact_search_proves_fragmentation_infeasibility_like_cpsat(seeds):
+    """Capacity = peak with every step full: the search places exactly the instances CP-SAT
+    places and proves the others infeasible (at least two per batch of seeds here)."""
+    instances = [_fragmenting_instance(random.Random(seed)) for seed in seeds]
+    assert _agree_with_cpsat(instances) >= 2
+
+
+def test_cli_proves_fragmentation_infeasibility_by_exhaustive_search(tmp_path, capsys):
+    """Exit 3 although the peak fits: only the exhaustive branch and bound can tell."""
+    p, cap = _fragmenting_instance(random.Random(36))          # infeasible (CP-SAT agrees)
+    assert peak_live(p)[0] == cap
+    rows = "".join(f"{k},{a},{b},{z}\n" for k, (a, b, z) in
+                   enumerate(zip(p.lower, p.upper, p.size_bytes)))
+    path = _csv(tmp_path, "id,lower,upper,size\n" + rows, "frag.csv")
+    assert main([str(path), "--capacity", str(cap)]) == 3
+    assert "exhaustive search" in capsys.readouterr().err
+    status, _ = _cpsat(list(p.lower), list(p.upper), list(p.size_bytes), cap, None, 10.0, 1, 0,
+                       None)
+    assert status == "INFEASIBLE"
+
+
+def test_search_without_room_to_reorder_parts_agrees_with_cpsat(monkeypatch):
+    """With no room on the part-order stack every new part keeps its parent's order (the
+    fallback path): still exact."""
+    monkeypatch.setattr(alloc_mod, "_ORDER_ROOM_MAX", 0)
+    rng = random.Random(11)
+    instances = [_fragmenting_instance(random.Random(seed)) for seed in range(150, 230)]
+    instances += [(p, peak_live(p)[0]) for p in (_random_instance(rng, 14) for _ in range(20))]
+    assert _agree_with_cpsat(instances) >= 1
+
+
+def test_parts_are_preordered_by_gkey_then_total_then_skey():
+    """``_preorder_part`` sorts a slice of the order stack by (gkey, tkey, skey), in place."""
+    import numpy as np
+    rng = random.Random(5)
+    for m in (0, 1, 2, 7, 33, 100):
+        n = m + 6
+        gkey = np.array([rng.randint(0, 2) for _ in range(n)], dtype=np.int64)
+        tkey = np.array([-rng.randint(0, 4) for _ in range(n)], dtype=np.int64)
+        skey = np.array(rng.sample(range(n), n), dtype=np.int64)
+        olist = np.array(rng.sample(range(n), n), dtype=np.int64)
+        before = olist.copy()
+        alloc_mod._preorder_part(olist, 3, 3 + m, gkey, tkey, skey, np.zeros(n, dtype=np.int64))
+        expect = sorted(before[3:3 + m].tolist(), key=lambda j: (gkey[j], tkey[j], skey[j]))
+        assert olist[3:3 + m].tolist() == expect
+        assert olist[:3].tolist() == before[:3].tolist()
+        assert olist[3 + m:].tolist() == before[3 + m:].tolist()
+
+
 @pytest.mark.skipif(alloc_mod._numba is None, reason="numba not installed: nothing to compare")
 def test_compiled_kernel_matches_the_interpreted_one():
     """The numba-compiled kernel and its Python source take the same path: same status, node
@@ -143,16 +226,17 @@ def test_compiled_kernel_matches_the_interpreted_one():
         cap = peak_live(p)[0]
         s0, s1, n_sections = _sections(p.lower, p.upper)
         width = [u - lo for lo, u in zip(p.lower, p.upper)]
-        runs = []
-        for kernel in (compiled, compiled.py_func):
-            alloc_mod._search_kernel = kernel
-            try:
-                o = _Ordering(s0, s1, width, list(p.size_bytes), n_sections, cap, "TWA")
-                status = o.advance(10_000)
-            finally:
-                alloc_mod._search_kernel = compiled
-            runs.append((status, o.nodes, o.offsets()))
-        assert runs[0] == runs[1]
+        for heuristic in ("TWA", "WAT", "AW"):      # T first, T last, no T at all
+            runs = []
+            for kernel in (compiled, compiled.py_func):
+                alloc_mod._search_kernel = kernel
+                try:
+                    o = _Ordering(s0, s1, width, list(p.size_bytes), n_sections, cap, heuristic)
+                    status = o.advance(10_000)
+                finally:
+                    alloc_mod._search_kernel = compiled
+                runs.append((status, o.nodes, o.offsets()))
+            assert runs[0] == runs[1]
 
 
 def test_search_is_deterministic_and_iterative():
@@ -242,7 +326,8 @@ def test_time_limit_without_answer_exits_4(capsys):
 
 
 @pytest.mark.skipif(not CHALLENGING.is_dir(), reason="shared/minimalloc/challenging not present")
-@pytest.mark.parametrize("name", ["F.1048576.csv", "J.1048576.csv"])
+@pytest.mark.parametrize("name", ["E.1048576.csv", "F.1048576.csv", "I.1048576.csv",
+                                  "J.1048576.csv"])
 def test_challenging_benchmarks_end_to_end(tmp_path, name):
     out = tmp_path / "out.csv"
     assert main([str(CHALLENGING / name), "-o", str(out), "--time-limit", "60"]) == 0
