@@ -648,12 +648,16 @@ class _Ordering:
         for i in range(n):
             for s in range(int(self.s0[i]), int(self.s1[i])):
                 live[s].append(i)
-        ov: list[set[int]] = [set() for _ in range(n)]
-        for lst in live:
-            for i in lst:
-                ov[i].update(lst)
         self.live_ptr, self.live_idx = _csr(live)
-        self.ov_ptr, self.ov_idx = _csr([sorted(x - {i}) for i, x in enumerate(ov)])
+        # two buffers overlap in time iff they share a section: s0[i] < s1[j] and s0[j] < s1[i]
+        ov = []
+        for i in range(n):
+            m = (self.s0 < self.s1[i]) & (self.s1 > self.s0[i])
+            m[i] = False
+            ov.append(np.flatnonzero(m))
+        self.ov_ptr = np.zeros(n + 1, dtype=i64)
+        self.ov_ptr[1:] = np.cumsum([len(x) for x in ov])
+        self.ov_idx = np.concatenate(ov).astype(i64) if n else np.zeros(0, dtype=i64)
         twin_of: dict[tuple[int, int, int], int] = {}
         self.twin = np.full(n, -1, dtype=i64)   # the previous identical buffer: placed first
         for i in range(n):
