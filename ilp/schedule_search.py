@@ -12,6 +12,9 @@ evaluator, deterministic for a seed.
   spill bytes (a produced intermediate evicted while still needed, once). It ignores addresses
   (fragmentation), so it is a proxy, neither a bound nor a plan; the exact model decides.
   It is written here, not imported from ``memmap.baselines`` (no solver imports another).
+  A numba kernel over int64 arrays (:func:`_evaluate_kernel`, ~0.2 ms for 1711 operators) gives
+  exactly the estimates of the pure-Python reference (:func:`_evaluate_py`, ~7 ms), which runs
+  when numba is not installed.
 * **Search** (:func:`search_schedules`): simulated annealing over topological orders. A move
   picks a step (with probability 0.7 near a step where the evaluator evicted something, else
   any), then either re-inserts its operator at a random position of its window in the current
@@ -24,9 +27,12 @@ evaluator, deterministic for a seed.
   zero traffic and zero excess.
 * **Budget**: a number of evaluator *work units* (steps + operand references walked), derived
   from the nominal time given (``WORK_UNITS_PER_S`` units per second, calibrated on the 2-core
-  development machine), never from elapsed wall time: the same inputs and seed give the same
-  schedules. A wall-clock safety net (2x the nominal time) stops a run on a very slow machine;
-  the result then says ``stopped_by="wall limit"`` and determinism is lost.
+  development machine; ``WORK_UNITS_PER_S_INTERPRETED`` without numba), never from elapsed wall
+  time: the same inputs, seed and evaluator backend give the same schedules (both backends give
+  the same estimates, so only the budget differs between them). A wall-clock safety net (2x
+  the nominal time, started after the first evaluation, which may compile the kernel) stops a
+  run on a very slow machine; the result then says ``stopped_by="wall limit"`` and determinism
+  is lost.
 """
 
 from __future__ import annotations
@@ -37,12 +43,37 @@ import random
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from memmap.problem import Problem
 
-# evaluator work units (steps + operand references walked) per nominal second: measured on the
-# shared 2-core development machine, 1.1e6 per second alone and 0.35-0.5e6 with two other
-# solver processes running; 0.6e6 keeps the search near its nominal time under moderate load
-WORK_UNITS_PER_S = 0.6e6
+# The evaluator is one kernel over int64 arrays, compiled with numba when it is installed (about
+# 35x faster than the pure-Python reference :func:`_evaluate_py`, which gives the same results,
+# runs without numba, and is what the tests compare the kernel against).
+try:
+    import numba as _numba
+except ImportError:  # pragma: no cover - exercised only without numba
+    _numba = None
+EVALUATOR_BACKEND = "numba" if _numba is not None else "python"
+_jit = _numba.njit(cache=True, nogil=True) if _numba is not None else (lambda f: f)
+_warned_interpreted = [False]
+# capacities are clamped to this in the kernel (int64); live bytes never come near it
+_CAP_CLAMP = 1 << 62
+_NEG_CAP_LIMIT = 1 << 40
+
+# evaluator work units (steps + operand references walked) per nominal second. The budget buys
+# ``time_s * WORK_UNITS_PER_S / unit`` moves (unit = steps + references of the graph); a move the
+# search skips (no room to move) costs no evaluation. Measured on the shared 2-core development
+# machine with the numba evaluator (resnet50.train.after, 1711 operators, unit 8701): the search
+# walks 2.1-2.9e7 evaluated units per second alone (2500-3300 evaluations/s; the interpreted
+# reference in the same conditions: 1.0e6, 117/s), and with ~2.6 moves per evaluation spends
+# 6-8e7 budget units per wall second alone, about half of that with two other solver processes on
+# the 2 cores. 3e7 makes a search of nominal T seconds take 0.4-0.5 T alone and about T under
+# moderate to heavy load. Without numba the search is ~20x slower: WORK_UNITS_PER_S_INTERPRETED (the
+# calibration of that evaluator on the same machine: 1.1e6 evaluated units per second alone,
+# 0.35-0.5e6 with two other solver processes) keeps searches near their nominal time.
+WORK_UNITS_PER_S = 3e7
+WORK_UNITS_PER_S_INTERPRETED = 0.6e6
 # a search run is stopped by the wall clock after this multiple of its nominal time
 WALL_SAFETY_FACTOR = 2.0
 
@@ -89,11 +120,276 @@ class _Ctx:
                 self.succs[q].append(op.id)
         self.succs = [sorted(s) for s in self.succs]
         self.refs = sum(len(a) + len(b) for a, b in zip(self.ins, self.outs))
+        # the same data as int64 arrays for the compiled kernel: operands in CSR form
+        # (``ins_idx[ins_ptr[o]:ins_ptr[o + 1]]`` are ``ins[o]``, in the same order)
+        self.ins_ptr, self.ins_idx = _csr(self.ins)
+        self.outs_ptr, self.outs_idx = _csr(self.outs)
+        self.op_refs = np.diff(self.ins_ptr) + np.diff(self.outs_ptr)
+        self.asz_a = np.asarray(self.asz, dtype=np.int64).reshape(-1)
+        self.size_a = np.asarray(self.size, dtype=np.int64).reshape(-1)
+        self.produced_a = np.asarray(self.produced, dtype=np.bool_).reshape(-1)
+        self.is_output_a = np.asarray(self.is_output, dtype=np.bool_).reshape(-1)
+        # the kernel's int64 sums (traffic, live bytes, excess) stay below (steps + 1) x this
+        self.bytes_bound = sum(self.asz) + sum(self.size) + _NEG_CAP_LIMIT
+
+
+def _csr(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(ptr [len(rows) + 1], idx [sum of lengths])`` int64 arrays of a list of int rows."""
+    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(r) for r in rows], dtype=np.int64)
+    idx = np.fromiter((v for r in rows for v in r), dtype=np.int64, count=int(ptr[-1]))
+    return ptr, idx
 
 
 def _evaluate(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool = False,
               step_caps: Sequence[int] | None = None) -> Estimate:
-    """``step_caps`` (optional): a capacity per step, replacing ``cap`` step by step."""
+    """Byte-level Belady replacement over ``order`` (the module docstring): the compiled kernel
+    (:func:`_evaluate_kernel`), with exactly the results of the reference :func:`_evaluate_py`.
+    ``step_caps`` (optional): a capacity per step, replacing ``cap`` step by step. ``order`` may
+    be an int64 array (the search keeps one, updated in place, to spare the conversion)."""
+    if _numba is None:
+        if not _warned_interpreted[0]:
+            _warned_interpreted[0] = True
+            import warnings
+            warnings.warn("numba is not installed: the schedule-search evaluator runs interpreted, about "
+                          "20x slower, with a smaller search budget (pip install numba==0.68.1)",
+                          RuntimeWarning, stacklevel=2)
+        if isinstance(order, np.ndarray):
+            order = order.tolist()
+        return _evaluate_py(ctx, order, cap, want_segments, step_caps)
+    return _evaluate_compiled(ctx, order, cap, want_segments, step_caps)
+
+
+def _evaluate_compiled(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool = False,
+                       step_caps: Sequence[int] | None = None) -> Estimate:
+    """:func:`_evaluate` through the array kernel (interpreted when numba is missing)."""
+    o = order if isinstance(order, np.ndarray) and order.dtype == np.int64 else \
+        np.fromiter(order, dtype=np.int64, count=len(order))
+    n = o.shape[0]
+    # capacities above _CAP_CLAMP act like it (live bytes stay far below it)
+    if step_caps is None:
+        caps_l = [min(int(cap), _CAP_CLAMP)]
+    else:
+        caps_l = [min(int(c), _CAP_CLAMP) for c in step_caps[:n]]
+    # what the kernel cannot take goes to the reference (its results, or its IndexError): op ids
+    # out of range, too few step capacities, sums that could overflow int64 (huge sizes, very
+    # negative capacities)
+    if (n and (int(o.min()) < 0 or int(o.max()) >= ctx.n_ops)) or (step_caps is not None and len(caps_l) < n) \
+            or (n + 1) * ctx.bytes_bound >= _CAP_CLAMP or (caps_l and min(caps_l) < -_NEG_CAP_LIMIT):
+        return _evaluate_py(ctx, order, cap, want_segments, step_caps)
+    caps = np.full(n, caps_l[0], dtype=np.int64) if step_caps is None else np.array(caps_l, dtype=np.int64)
+    max_segs = int(ctx.op_refs[o].sum()) if want_segments else 0
+    segs = np.empty((max_segs, 3), dtype=np.int64)
+    evicts = np.empty(n, dtype=np.int64)
+    traffic, excess, n_segs, n_evicts, feasible = _evaluate_kernel(
+        o, ctx.ins_ptr, ctx.ins_idx, ctx.outs_ptr, ctx.outs_idx, ctx.asz_a, ctx.size_a, ctx.produced_a,
+        ctx.is_output_a, caps, want_segments, segs, evicts)
+    seg_t = tuple(map(tuple, segs[:n_segs].tolist())) if want_segments else ()
+    return Estimate(int(traffic), int(excess), seg_t, tuple(evicts[:n_evicts].tolist()), bool(feasible))
+
+
+@_jit
+def _sift_down(c_u, c_k, c_a, i, m):  # pragma: no cover - compiled by numba
+    """Restore the max-heap ``[0, m)`` of eviction candidates below slot ``i``; the key of slot
+    ``j`` is ``(c_k[j], c_a[j], -c_u[j])``."""
+    while True:
+        j = 2 * i + 1
+        if j >= m:
+            return
+        r = j + 1
+        if r < m and (c_k[r] > c_k[j] or (c_k[r] == c_k[j] and (
+                c_a[r] > c_a[j] or (c_a[r] == c_a[j] and c_u[r] < c_u[j])))):
+            j = r
+        if c_k[j] > c_k[i] or (c_k[j] == c_k[i] and (c_a[j] > c_a[i] or (c_a[j] == c_a[i] and c_u[j] < c_u[i]))):
+            c_u[i], c_u[j] = c_u[j], c_u[i]
+            c_k[i], c_k[j] = c_k[j], c_k[i]
+            c_a[i], c_a[j] = c_a[j], c_a[i]
+            i = j
+        else:
+            return
+
+
+@_jit
+def _evaluate_kernel(order, ins_ptr, ins_idx, outs_ptr, outs_idx, asz, size, produced, is_output,
+                     caps, want_segments, segs, evicts):  # pragma: no cover - compiled by numba
+    """The replacement of :func:`_evaluate_py` over arrays. Inputs: ``order [n]``, operands in CSR
+    form, per-value ``asz, size, produced, is_output [n_values]``, ``caps [n]`` (a capacity per
+    step). Writes ``segs [:n_segs, 3]`` (when ``want_segments``) and ``evicts [:n_evicts]``;
+    returns ``(traffic, excess, n_segs, n_evicts, feasible)``.
+
+    The resident set is a dense list with positions (O(1) insert and remove). Eviction gathers the
+    unpinned residents' keys ``(next_read, has_copy, asz, -value)`` once per step into a max-heap
+    and pops the largest one at a time: the order of the reference's descending sort (the keys do
+    not change while evicting; ``-value`` makes them distinct). A sequence number per insertion
+    gives the reference's dict order for the final segments."""
+    n = order.shape[0]
+    nv = asz.shape[0]
+    inf = n                                  # later than any step
+    # read steps per value, CSR: reads[rptr[v]:rptr[v + 1]], ascending
+    rptr = np.zeros(nv + 1, np.int64)
+    for t in range(n):
+        o = order[t]
+        for k in range(ins_ptr[o], ins_ptr[o + 1]):
+            rptr[ins_idx[k] + 1] += 1
+    for v in range(nv):
+        rptr[v + 1] += rptr[v]
+    reads = np.empty(rptr[nv], np.int64)
+    nxt = rptr[:nv].copy()                   # index in ``reads`` of the next read
+    for t in range(n):
+        o = order[t]
+        for k in range(ins_ptr[o], ins_ptr[o + 1]):
+            v = ins_idx[k]
+            reads[nxt[v]] = t
+            nxt[v] += 1
+    nxt[:] = rptr[:nv]
+    start = np.full(nv, -1, np.int64)        # first step of the current segment; -1: not resident
+    seq = np.zeros(nv, np.int64)             # insertion number (the reference's dict order)
+    res = np.empty(nv, np.int64)             # resident values, dense
+    res_pos = np.zeros(nv, np.int64)
+    n_res = 0
+    n_ins = 0
+    has_copy = np.zeros(nv, np.bool_)
+    loaded = np.zeros(nv, np.bool_)
+    pinned = np.full(nv, -1, np.int64)       # step at which the value is an operand being evicted around
+    first_touch = np.full(nv, -1, np.int64)
+    delta = np.zeros(n + 1, np.int64)
+    c_u = np.empty(nv, np.int64)             # eviction candidates: value, key, alloc size
+    c_k = np.empty(nv, np.int64)
+    c_a = np.empty(nv, np.int64)
+    live = 0
+    traffic = 0
+    feasible = True
+    n_segs = 0
+    n_evicts = 0
+    for t in range(n):
+        o = order[t]
+        i0, i1 = ins_ptr[o], ins_ptr[o + 1]
+        j0, j1 = outs_ptr[o], outs_ptr[o + 1]
+        need = 0
+        for k in range(i0, i1):
+            v = ins_idx[k]
+            if start[v] < 0:
+                need += asz[v]
+            if first_touch[v] < 0:
+                first_touch[v] = t
+        for k in range(j0, j1):
+            v = outs_idx[k]
+            need += asz[v]
+            first_touch[v] = t
+        cap = caps[t]
+        if live + need > cap:
+            for k in range(i0, i1):
+                pinned[ins_idx[k]] = t
+            # the candidates, compactly: key (2 next_read + has_copy, asz, -value), largest first
+            m = 0
+            for i in range(n_res):
+                u = res[i]
+                if pinned[u] == t:
+                    continue
+                nr = reads[nxt[u]] if nxt[u] < rptr[u + 1] else inf
+                c_u[m] = u
+                c_k[m] = 2 * nr + (1 if has_copy[u] else 0)
+                c_a[m] = asz[u]
+                m += 1
+            for i in range(m // 2 - 1, -1, -1):     # a max-heap of the candidates by key
+                _sift_down(c_u, c_k, c_a, i, m)
+            while live + need > cap and m > 0:
+                u = c_u[0]
+                m -= 1
+                c_u[0], c_k[0], c_a[0] = c_u[m], c_k[m], c_a[m]
+                _sift_down(c_u, c_k, c_a, 0, m)
+                if nxt[u] < rptr[u + 1] and not has_copy[u]:
+                    if produced[u] and not is_output[u]:
+                        traffic += size[u]           # the one spill
+                    has_copy[u] = True
+                if want_segments:
+                    segs[n_segs, 0] = u
+                    segs[n_segs, 1] = start[u]
+                    segs[n_segs, 2] = t - 1
+                    n_segs += 1
+                start[u] = -1
+                last = res[n_res - 1]
+                res[res_pos[u]] = last
+                res_pos[last] = res_pos[u]
+                n_res -= 1
+                live -= asz[u]
+            evicts[n_evicts] = t
+            n_evicts += 1
+            if live + need > cap:
+                feasible = False
+        for k in range(i0, i1):
+            v = ins_idx[k]
+            if start[v] < 0:
+                if produced[v] or loaded[v]:
+                    traffic += size[v]               # reload
+                loaded[v] = True
+                start[v] = t
+                seq[v] = n_ins
+                n_ins += 1
+                res[n_res] = v
+                res_pos[v] = n_res
+                n_res += 1
+                live += asz[v]
+        for k in range(j0, j1):
+            v = outs_idx[k]
+            if start[v] < 0:
+                seq[v] = n_ins
+                n_ins += 1
+                res[n_res] = v
+                res_pos[v] = n_res
+                n_res += 1
+            start[v] = t
+            live += asz[v]
+            if is_output[v]:
+                has_copy[v] = True                   # writeback (compulsory)
+        for k in range(i0, i1):
+            nxt[ins_idx[k]] += 1
+        if t < n - 1:
+            for kk in range(i0, i1 + (j1 - j0)):
+                if kk < i1:
+                    v = ins_idx[kk]
+                else:
+                    v = outs_idx[j0 + kk - i1]
+                if start[v] >= 0 and nxt[v] >= rptr[v + 1]:
+                    if want_segments:
+                        segs[n_segs, 0] = v
+                        segs[n_segs, 1] = start[v]
+                        segs[n_segs, 2] = t
+                        n_segs += 1
+                    start[v] = -1
+                    last = res[n_res - 1]
+                    res[res_pos[v]] = last
+                    res_pos[last] = res_pos[v]
+                    n_res -= 1
+                    live -= asz[v]
+                    delta[first_touch[v]] += asz[v]
+                    delta[t + 1] -= asz[v]
+    # the values still resident, in insertion order
+    keys = np.empty(n_res, np.int64)
+    for i in range(n_res):
+        keys[i] = seq[res[i]]
+    for i in np.argsort(keys):
+        v = res[i]
+        if want_segments:
+            segs[n_segs, 0] = v
+            segs[n_segs, 1] = start[v]
+            segs[n_segs, 2] = n - 1
+            n_segs += 1
+        delta[first_touch[v]] += asz[v]
+        delta[n] -= asz[v]
+    excess = 0
+    cur = 0
+    for t in range(n):
+        cur += delta[t]
+        if cur > caps[t]:
+            excess += cur - caps[t]
+    return traffic, excess, n_segs, n_evicts, feasible
+
+
+def _evaluate_py(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool = False,
+                 step_caps: Sequence[int] | None = None) -> Estimate:
+    """The reference evaluator (pure Python, dicts and sets): used without numba and by the tests
+    as the specification of :func:`_evaluate_kernel`. ``step_caps``: as :func:`_evaluate`."""
     asz, size, produced, is_output = ctx.asz, ctx.size, ctx.produced, ctx.is_output
     reads: dict[int, list[int]] = {}
     for t, o in enumerate(order):
@@ -242,7 +538,8 @@ def _anneal(ctx: _Ctx, start: Sequence[int], cap: int, rng: random.Random, budge
     pos = [0] * ctx.n_ops
     for t, o in enumerate(order):
         pos[o] = t
-    est = _evaluate(ctx, order, cap)
+    arr = np.array(order, dtype=np.int64)     # the evaluator's copy of ``order``, kept in step
+    est = _evaluate(ctx, arr, cap)
     cur = (est.noncompulsory_bytes, est.excess_byte_steps)
     hot = est.evict_steps
     best, best_order = cur, tuple(order)
@@ -305,7 +602,8 @@ def _anneal(ctx: _Ctx, start: Sequence[int], cap: int, rng: random.Random, budge
             b -= 1
         for t2 in range(a, b + 1):
             pos[order[t2]] = t2
-        e = _evaluate(ctx, order, cap)
+        arr[a:b + 1] = order[a:b + 1]
+        e = _evaluate(ctx, arr, cap)
         evals += 1
         work += unit
         cand = (e.noncompulsory_bytes, e.excess_byte_steps)
@@ -320,6 +618,7 @@ def _anneal(ctx: _Ctx, start: Sequence[int], cap: int, rng: random.Random, budge
                     break    # nothing to gain: no traffic and no step over the capacity
         else:   # undo
             order[a:b + 1] = saved
+            arr[a:b + 1] = saved
             for t2 in range(a, b + 1):
                 pos[order[t2]] = t2
     return best_order, best, evals, work, wall_stop
@@ -353,16 +652,17 @@ def search_schedules(problem: Problem, starts: Sequence[Sequence[int]], *, time_
             raise ValueError(f"schedule search: start schedule {i} is invalid: {reason}")
     ctx = _Ctx(problem)
     cap = problem.target.capacity_bytes if capacity_bytes is None else int(capacity_bytes)
+    # the start estimates come before the wall clock starts: the first call may compile the
+    # evaluator (seconds, once per installation) or load it from numba's cache
+    start_est = [(e.noncompulsory_bytes, e.excess_byte_steps) for e in (_evaluate(ctx, s, cap) for s in starts)]
     t_start = time.perf_counter()
     deadline = t_start + (WALL_SAFETY_FACTOR * max(0.1, time_s) if wall_limit_s is None else wall_limit_s)
-    budget = time_s * WORK_UNITS_PER_S / len(starts)
+    rate = WORK_UNITS_PER_S if EVALUATOR_BACKEND == "numba" else WORK_UNITS_PER_S_INTERPRETED
+    budget = time_s * rate / len(starts)
     found: dict[tuple[int, ...], tuple[int, int]] = {}
-    start_est = []
     evals = work = 0
     stopped = "budget"
     for k, s in enumerate(starts):
-        e = _evaluate(ctx, s, cap)
-        start_est.append((e.noncompulsory_bytes, e.excess_byte_steps))
         rng = random.Random(seed * 1_000_003 + k)
         order, score, ev, wu, wall_stop = _anneal(ctx, s, cap, rng, budget, deadline)
         evals += ev
@@ -389,4 +689,5 @@ def _start_index(starts: Sequence[Sequence[int]], order: tuple[int, ...]) -> int
     return len(starts)
 
 
-__all__ = ["Estimate", "SearchResult", "estimate_traffic", "search_schedules", "WORK_UNITS_PER_S"]
+__all__ = ["Estimate", "SearchResult", "estimate_traffic", "search_schedules", "EVALUATOR_BACKEND",
+           "WORK_UNITS_PER_S", "WORK_UNITS_PER_S_INTERPRETED"]

@@ -1,8 +1,11 @@
 """Schedule search of the ILP (memmap.ilp.schedule_search): valid topological orders, determinism
 for a seed, a hand-checkable graph where reordering removes all traffic, honest bounds, every
-plan verified."""
+plan verified; the compiled evaluator gives exactly the reference's estimates."""
 
 from __future__ import annotations
+
+import random
+from pathlib import Path
 
 import pytest
 
@@ -10,9 +13,11 @@ from memmap.baselines import solve_belady
 from memmap.budgets import compute_budgets
 from memmap.cost import simulate
 from memmap.ilp import solve_ilp
+from memmap.ilp import schedule_search
 from memmap.ilp.schedule_search import estimate_traffic, search_schedules
 from memmap.ir.graph import GraphBuilder
 from memmap.ir.synthetic import random_graph
+from memmap.pipeline import load_graph
 from memmap.prefetch import hoist_prefetches
 from memmap.problem import Problem, Target
 from memmap.verify import verify_plan
@@ -155,3 +160,96 @@ def test_replacement_start_with_per_step_repair_is_a_valid_plan(seed):
             assert verify_plan(plan).ok, verify_plan(plan).reason
             found += 1
     assert found >= 2
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _random_topological_order(ctx, rng: random.Random) -> list[int]:
+    """A uniformly drawn ready operator at each step (Kahn's algorithm)."""
+    indeg = [len(p) for p in ctx.preds]
+    ready = [o for o in range(ctx.n_ops) if indeg[o] == 0]
+    order = []
+    while ready:
+        o = ready.pop(rng.randrange(len(ready)))
+        order.append(o)
+        for s in ctx.succs[o]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                ready.append(s)
+    assert len(order) == ctx.n_ops
+    return order
+
+
+def _assert_same_estimates(p: Problem, rng: random.Random, orders: int, caps_per_order: int) -> int:
+    """Compare the compiled evaluator with the reference on random orders and capacities (from
+    below the largest working set, where the estimate is infeasible, to above the peak); returns
+    how many comparisons had evictions."""
+    ctx = schedule_search._Ctx(p)
+    working = max(sum(ctx.asz[v] for v in ctx.ins[o] + ctx.outs[o]) for o in range(ctx.n_ops))
+    total = sum(ctx.asz)
+    evicting = 0
+    for k in range(orders):
+        order = p.graph.default_schedule if k == 0 else _random_topological_order(ctx, rng)
+        n = len(order)
+        caps = [working - 64, working, total] + [int(working * (1 + 1.5 * rng.random())) for _ in range(caps_per_order)]
+        cases = [(c, None) for c in caps]
+        # per-step capacities: jitter around one capacity, with a few steps squeezed hard
+        for c in caps[3:5]:
+            steps = [max(0, int(c * (0.6 + 0.6 * rng.random()))) for _ in range(n)]
+            for t in rng.sample(range(n), min(n, 3)):
+                steps[t] = working // 2
+            cases.append((max(steps), steps))
+        for cap, steps in cases:
+            for segs in (False, True):
+                ref = schedule_search._evaluate_py(ctx, order, cap, segs, steps)
+                got = schedule_search._evaluate_compiled(ctx, order, cap, segs, steps)
+                assert got == ref, (k, cap, steps is not None, segs)
+                assert all(type(x) is int for x in (got.noncompulsory_bytes, got.excess_byte_steps))
+            evicting += bool(ref.evict_steps)
+    return evicting
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_compiled_evaluator_matches_reference_on_random_graphs(seed):
+    g = random_graph(seed, num_ops=10 + 9 * seed, max_inputs=2 + seed % 4, max_outputs=1 + seed % 3,
+                     temp_prob=0.1 + 0.02 * seed)
+    p = Problem(g, Target("t", 1 << 40, alignment_bytes=64), "strict")
+    evicting = _assert_same_estimates(p, random.Random(seed), orders=6, caps_per_order=4)
+    assert evicting > 0      # the comparison reached Belady's eviction, not only the easy path
+
+
+def test_compiled_evaluator_matches_reference_on_example():
+    g = load_graph(EXAMPLES / "small_cnn_train.after.hlo")
+    p = Problem(g, Target("t", 1 << 40, alignment_bytes=64), "strict", False)
+    assert _assert_same_estimates(p, random.Random(7), orders=3, caps_per_order=3) > 0
+
+
+def test_compiled_evaluator_edge_cases():
+    p = _problem(1216)
+    ctx = schedule_search._Ctx(p)
+    order = list(p.graph.default_schedule)
+    for args in ([], 0, False, None), (order, 0, True, None), (order, 1 << 70, True, None), \
+            (order, 10, True, [1 << 70, -(1 << 50), 0, 1216, 64]), (order, 10, True, [1 << 70, 0, 1216, 64, 100]), \
+            (order[:3], 1216, True, None), (order + order[:2], 1216, True, None):
+        assert schedule_search._evaluate_compiled(ctx, *args) == schedule_search._evaluate_py(ctx, *args)
+    # inputs the kernel cannot take raise what the reference raises
+    with pytest.raises(IndexError):
+        schedule_search._evaluate_compiled(ctx, order, 1216, False, [1216] * (len(order) - 1))
+    with pytest.raises(IndexError):
+        schedule_search._evaluate_compiled(ctx, order + [len(order)], 1216)
+
+
+def test_search_is_the_same_with_the_reference_evaluator(monkeypatch):
+    """The search depends on the evaluator only through its estimates: for the same budget the
+    reference gives the same schedules (without numba only the budget is smaller)."""
+    g = random_graph(5, num_ops=30)
+    ctx = schedule_search._Ctx(Problem(g, Target("t", 1 << 40, alignment_bytes=64), "strict"))
+    working = max(sum(ctx.asz[v] for v in ctx.ins[o] + ctx.outs[o]) for o in range(ctx.n_ops))
+    p = Problem(g, Target("t", working, alignment_bytes=64), "strict")
+    fast = search_schedules(p, [g.default_schedule], time_s=0.1, seed=3, keep=3, wall_limit_s=120.0)
+    monkeypatch.setattr(schedule_search, "_evaluate", schedule_search._evaluate_py)
+    ref = search_schedules(p, [g.default_schedule], time_s=0.1, seed=3, keep=3, wall_limit_s=120.0)
+    assert fast.stopped_by == ref.stopped_by == "budget"
+    assert (fast.schedules, fast.estimates, fast.evaluations) == (ref.schedules, ref.estimates, ref.evaluations)
+    assert fast.estimates[0] < fast.start_estimates[0]    # the search moved somewhere
