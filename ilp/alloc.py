@@ -46,6 +46,10 @@ from pathlib import Path
 import numpy as np
 
 from memmap.errors import BadInputError
+from memmap.jit import BACKEND as SEARCH_BACKEND
+from memmap.jit import jit as _jit
+from memmap.jit import numba as _numba
+from memmap.jit import warn_interpreted
 
 __all__ = ["AllocProblem", "AllocResult", "read_minimalloc_csv", "solve_alloc", "check_alloc",
            "peak_live", "pack_buffers", "STATUSES"]
@@ -229,13 +233,6 @@ def check_alloc(problem: AllocProblem, capacity: int, offsets: Sequence[int] | N
 # The search is one iterative, resumable kernel over int64 arrays: compiled with numba when it is
 # installed (about a microsecond per node), run by the interpreter otherwise (same results, about
 # 100x slower; a warning says so once).
-try:
-    import numba as _numba
-except ImportError:  # pragma: no cover - exercised only without numba
-    _numba = None
-SEARCH_BACKEND = "numba" if _numba is not None else "python"
-_jit = _numba.njit(cache=True, nogil=True) if _numba is not None else (lambda f: f)
-_warned_interpreted = [False]
 
 _BIG = 1 << 62
 _HASH_MULT = -7046029254386353131          # 0x9E3779B97F4A7C15 as a signed 64-bit integer
@@ -761,12 +758,7 @@ def _branch_and_bound(s0, s1, width, size, n_sections, capacity, deadline, progr
         return [], False, 0
     if min(size) <= 0:
         raise ValueError("_branch_and_bound: sizes must be positive (drop zero-size buffers)")
-    if _numba is None and not _warned_interpreted[0]:
-        _warned_interpreted[0] = True
-        import warnings
-        warnings.warn("numba is not installed: the allocation branch and bound runs interpreted, "
-                      "about 100x slower (pip install numba==0.68.1)", RuntimeWarning,
-                      stacklevel=2)
+    warn_interpreted("the allocation branch and bound", "about 100x slower")
     solvers = [_Ordering(s0, s1, width, size, n_sections, capacity, h) for h in _PREORDERINGS]
     chunk = 1 << 16 if _numba is not None else 1 << 9   # nodes between deadline checks
     budget = max(n, 16)

@@ -45,18 +45,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from memmap.jit import BACKEND as EVALUATOR_BACKEND
+from memmap.jit import jit as _jit
+from memmap.jit import numba as _numba
+from memmap.jit import warn_interpreted
 from memmap.problem import Problem
 
 # The evaluator is one kernel over int64 arrays, compiled with numba when it is installed (about
 # 35x faster than the pure-Python reference :func:`_evaluate_py`, which gives the same results,
 # runs without numba, and is what the tests compare the kernel against).
-try:
-    import numba as _numba
-except ImportError:  # pragma: no cover - exercised only without numba
-    _numba = None
-EVALUATOR_BACKEND = "numba" if _numba is not None else "python"
-_jit = _numba.njit(cache=True, nogil=True) if _numba is not None else (lambda f: f)
-_warned_interpreted = [False]
 # capacities are clamped to this in the kernel (int64); live bytes never come near it
 _CAP_CLAMP = 1 << 62
 _NEG_CAP_LIMIT = 1 << 40
@@ -148,12 +145,7 @@ def _evaluate(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool = F
     ``step_caps`` (optional): a capacity per step, replacing ``cap`` step by step. ``order`` may
     be an int64 array (the search keeps one, updated in place, to spare the conversion)."""
     if _numba is None:
-        if not _warned_interpreted[0]:
-            _warned_interpreted[0] = True
-            import warnings
-            warnings.warn("numba is not installed: the schedule-search evaluator runs interpreted, about "
-                          "20x slower, with a smaller search budget (pip install numba==0.68.1)",
-                          RuntimeWarning, stacklevel=2)
+        warn_interpreted("the schedule-search evaluator", "about 20x slower, with a smaller search budget")
         if isinstance(order, np.ndarray):
             order = order.tolist()
         return _evaluate_py(ctx, order, cap, want_segments, step_caps)
