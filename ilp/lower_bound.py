@@ -58,7 +58,6 @@ class GlobalBound:
         non-zero), ``OPTIMAL``/``FEASIBLE`` (CP-SAT
         status of the covering problem; the bound is its best bound either way), ``greedy``
         (only the single-operator bound), ``not strict``.
-      tight_ops: operators whose capacity forces evictions (excess > 0).
       rows, terms: size of the covering problem (after removing duplicate rows).
       wall_s: seconds spent.
       single_op_bytes: the best bound from one operator alone (fractional cover).
@@ -67,7 +66,6 @@ class GlobalBound:
 
     bound_bytes: int
     status: str
-    tight_ops: int = 0
     rows: int = 0
     terms: int = 0
     wall_s: float = 0.0
@@ -159,7 +157,7 @@ def covering_rows(problem: Problem, forced=None) -> tuple[dict[int, int], list[t
         if excess > 0 and fv:
             if excess > best_rows.get(fv, 0):
                 best_rows[fv] = excess
-    used = {v for _, fv in best_rows.items() for v in _}
+    used = {v for fv in best_rows for v in fv}
     rows = sorted(((ex, fv) for fv, ex in best_rows.items()), key=lambda r: (-r[0], r[1]))
     return {v: cost[v] for v in sorted(used)}, rows
 
@@ -362,7 +360,7 @@ def global_lower_bound(problem: Problem, *, time_limit_s: float = 5.0, seed: int
         status = solver.status_name(st)
     else:
         bound, status = 0, "greedy"
-    return GlobalBound(max(bound, single_b, chain_b), status, tight_ops=len(rows), rows=len(rows), terms=terms,
+    return GlobalBound(max(bound, single_b, chain_b), status, rows=len(rows), terms=terms,
                        wall_s=time.perf_counter() - t0, single_op_bytes=single_b, chain_bytes=chain_b)
 
 

@@ -314,11 +314,12 @@ def _start_cost(problem: Problem, inst: Instance, a: Assignment) -> float:
     return m["noncompulsory_bytes"] if problem.mode == "strict" else m["modeled_time_s"]
 
 
-def _hints_for(problem: Problem, inst: Instance, plans: Sequence[Plan]) -> Assignment | None:
+def _hints_for(problem: Problem, inst: Instance, plans: Sequence[Plan]) -> tuple[Assignment, float]:
     """Best available starting solution for ``inst.schedule``: among the given plans on that
     schedule, a spill-free allocation when it fits and (strict mode) the replacement start of
     :func:`_replacement_start`, the cheapest (strict: fewest non-compulsory bytes; ties keep
-    that order); else the trivial evict-everything assignment."""
+    that order); else the trivial evict-everything assignment. Returns ``(assignment, its
+    start cost)`` (each option is simulated once)."""
     best = None
     for pl in plans:
         if tuple(pl.schedule) != inst.schedule:
@@ -328,27 +329,29 @@ def _hints_for(problem: Problem, inst: Instance, plans: Sequence[Plan]) -> Assig
             (m["modeled_time_s"], m["noncompulsory_bytes"])
         if best is None or key < best[0]:
             best = (key, pl)
-    options: list[Assignment] = []
+    options: list[tuple[Assignment, float]] = []     # (assignment, its start cost), each scored once
+
+    def add(a: Assignment) -> None:
+        options.append((a, _start_cost(problem, inst, a)))
+
     if best is not None:
         a = encode(inst, best[1])
         if a is not None:
-            options.append(a)
+            add(a)
     offs, height = spill_free_allocation(problem, inst.schedule)
     if height <= problem.target.capacity_bytes:
         res = []
         for s in inst.specs:
             res.append(Residency(s.value, s.points[0], s.points[-1], offs[s.value]))
-        options.append(encode_residencies(inst, res))
-    if problem.mode == "strict" and not (options and min(_start_cost(problem, inst, a) for a in options) == 0):
+        add(encode_residencies(inst, res))
+    if problem.mode == "strict" and not any(c == 0 for _, c in options):
         a = _replacement_start(problem, inst)
         if a is not None:
-            options.append(a)
+            add(a)
     if not options:
-        return trivial_assignment(inst)
-    if len(options) == 1:
-        return options[0]
-    costs = [_start_cost(problem, inst, a) for a in options]
-    return options[min(range(len(options)), key=lambda i: (costs[i], i))]
+        a = trivial_assignment(inst)
+        return a, _start_cost(problem, inst, a)
+    return min(options, key=lambda x: x[1])   # ties: the first (the order above)
 
 
 def _solve_full(inst: Instance, opts: IlpOptions, wall_s: float, t0: float, hint: Assignment | None,
@@ -559,8 +562,7 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
             extra = start_plan(sched)
             if extra is not None:
                 given = plans + [extra]
-        start = _hints_for(problem, inst, given)
-        cost = math.inf if start is None else _start_cost(problem, inst, start)
+        start, cost = _hints_for(problem, inst, given)
         est = estimate_traffic(problem, sched).noncompulsory_bytes if strict else cost
         return [est, cost, k, name, sched, inst, start]
 
