@@ -54,14 +54,15 @@ class GlobalBound:
 
     Attributes:
       bound_bytes: valid lower bound on non-compulsory bytes over every plan and schedule.
-      status: ``trivial`` (no operator forces any eviction), ``chain`` (only the chain bound is
-        non-zero), ``OPTIMAL``/``FEASIBLE`` (CP-SAT
+      status: ``trivial`` (no operator forces any eviction), ``chain`` / ``cut`` (no covering
+        row; the chain or position-cut bound decides), ``OPTIMAL``/``FEASIBLE`` (CP-SAT
         status of the covering problem; the bound is its best bound either way), ``greedy``
         (only the single-operator bound), ``not strict``.
       rows, terms: size of the covering problem (after removing duplicate rows).
       wall_s: seconds spent.
       single_op_bytes: the best bound from one operator alone (fractional cover).
       chain_bytes: the order-disjunction bound of :func:`chain_bound`.
+      cut_bytes: the position min-cut bound of :func:`cut_bound`.
     """
 
     bound_bytes: int
@@ -71,6 +72,18 @@ class GlobalBound:
     wall_s: float = 0.0
     single_op_bytes: int = 0
     chain_bytes: int = 0
+    cut_bytes: int = 0
+
+    @property
+    def decided_by(self) -> str:
+        """Which bound gives ``bound_bytes``, in words."""
+        if self.bound_bytes <= 0:
+            return "no eviction is forced"
+        if self.bound_bytes == self.cut_bytes:
+            return "position min-cut bound"
+        if self.bound_bytes == self.chain_bytes:
+            return "order-disjunction chain bound"
+        return "forced-eviction covering bound"
 
 
 def _reach(problem: Problem) -> tuple[list[int], list[int]]:
@@ -288,6 +301,192 @@ def chain_bound(problem: Problem, forced=None, max_ops: int = 64) -> int:
     return 0 if math.isinf(best) else math.ceil(best - 1e-6)
 
 
+# -- position cuts: the cheapest place for one operator, and pairs of operators -------------------
+
+_INF = 1 << 30          # "infinite" arc capacity for scipy's int32 max-flow
+
+
+class PositionCuts:
+    """Min-cut bound on the traffic an operator's position forces, over EVERY topological order.
+
+    In a schedule, let ``S`` be the set of operators that run before ``X``. ``S`` contains
+    ``X``'s ancestors, none of its descendants, and is closed under predecessors. A value ``v``
+    that ``X`` does not touch *crosses* ``X`` when it exists at ``X``'s step and is read after
+    it: ``v`` is produced in ``S`` and read outside ``S + {X}``, or it is a parameter read both
+    inside ``S`` and outside ``S + {X}``. Each crossing value is resident at ``X``'s step or
+    away, and away costs at least ``c(v)`` (:func:`_value_cost`). The resident crossing values
+    fit in ``free(X) = capacity - alloc(W(X))`` bytes, and ``c(v) <= 2 * alloc(v)``, so the
+    away ones cost at least ``price(S) - 2 * free(X)``, where ``price(S)`` is the total ``c``
+    of the crossing set.
+
+    ``min over S of price(S)`` is a minimum closure problem, solved as an s-t min cut: one node
+    per operator (source side = runs before ``X``), infinite arcs for the closure
+    (``q`` before ``X`` => its predecessors before ``X``), infinite arcs pinning ``X``'s
+    predecessors to the source and its successors to the sink; a produced value is one node
+    ``a`` with an arc ``producer -> a`` of capacity ``c`` and infinite arcs ``a -> consumer``
+    (cut exactly when the producer is before ``X`` and some consumer is not); a parameter with
+    consumers ``C`` is two nodes charging ``c`` when some consumer of ``C`` is before ``X`` plus
+    ``c`` when some is not, minus the constant ``c``. Capacities are floored to a common unit
+    when their sum would overflow scipy's int32 max-flow; flooring only lowers the bound.
+
+    Pairs. For two operators ``X``, ``Y`` that no path orders, every schedule runs ``X`` before
+    ``Y`` or ``Y`` before ``X``. In the first case ``Y`` is pinned to the sink of ``X``'s cut
+    and ``X`` to the source of ``Y``'s (the second case likewise), so the smaller of the two
+    cases' larger cut bounds every schedule. This is what proves GPT-2's tied-embedding rows:
+    ``transpose(wte)`` needs the whole M_R, so it runs either before the embedding gather (then
+    its 147 MiB result waits across the gather) or after it (then the 1.5 MiB residual stream
+    waits across the transpose).
+    """
+
+    def __init__(self, problem: Problem, anc: list[int], desc: list[int]):
+        import numpy as np
+
+        g = problem.graph
+        self.problem = problem
+        self.anc, self.desc = anc, desc
+        n = self.n = g.num_ops
+        self.src, self.snk = n, n + 1
+        managed = problem.managed
+        tails, heads, caps, owner = [], [], [], []   # owner: value id of a gadget arc, -1 closure
+        for q in range(n):
+            for r in sorted(g.predecessors(q)):
+                tails.append(q); heads.append(r); caps.append(-1); owner.append(-1)
+        node = n + 2
+        self.param_cost: dict[int, int] = {}
+        prices = []
+        for v in g.values:
+            if not managed[v.id] or not v.consumers:
+                continue
+            cons = sorted(set(v.consumers))
+            c = _value_cost(v)
+            if v.producer is not None:
+                a = node; node += 1
+                tails.append(v.producer); heads.append(a); caps.append(c); owner.append(v.id)
+                for x in cons:
+                    tails.append(a); heads.append(x); caps.append(-1); owner.append(v.id)
+                prices.append(c)
+            elif len(cons) >= 2:
+                a, b = node, node + 1; node += 2
+                for x in cons:
+                    tails.append(x); heads.append(b); caps.append(-1); owner.append(v.id)
+                    tails.append(a); heads.append(x); caps.append(-1); owner.append(v.id)
+                tails.append(b); heads.append(self.snk); caps.append(c); owner.append(v.id)
+                tails.append(self.src); heads.append(a); caps.append(c); owner.append(v.id)
+                self.param_cost[v.id] = c
+                prices.extend((c, c))
+        self.num_nodes = node
+        unit = 0
+        for c in prices:
+            unit = math.gcd(unit, c)
+        self.gcd = max(1, unit)
+        self.tails = np.asarray(tails, dtype=np.int64)
+        self.heads = np.asarray(heads, dtype=np.int64)
+        self.raw_caps = np.asarray(caps, dtype=np.int64)       # -1: infinite
+        self.owner = np.asarray(owner, dtype=np.int64)
+        # for the capacity unit of each cut: an upper bound on its value
+        self.live = [(v.id, v.producer, sum(1 << x for x in set(v.consumers)), _value_cost(v))
+                     for v in g.values if managed[v.id] and v.consumers]
+
+    def _unit(self, x: int, before, touched: set[int]) -> int:
+        """Capacity unit of ``x``'s cut: exact (the prices' GCD) unless the value of an easy
+        feasible cut (``S`` = the ancestors that must run first), which bounds the minimum,
+        would overflow int32; then a coarser unit (every capacity floored: a lower bound)."""
+        s_mask = self.anc[x]
+        for b in before:
+            s_mask |= self.anc[b] | (1 << b)
+        out_mask = ~(s_mask | (1 << x))
+        upper = 0
+        for vid, prod, cmask, c in self.live:
+            if vid in touched:
+                continue
+            if prod is not None:
+                upper += c if (s_mask >> prod) & 1 and cmask & out_mask else 0
+            elif vid in self.param_cost:
+                upper += c if cmask & s_mask and cmask & out_mask else 0
+                upper += c                     # the constant the parameter gadget adds
+        limit = _INF // 4
+        return max(self.gcd, -(-upper // limit))
+
+    def cut(self, x: int, before: tuple[int, ...] = (), after: tuple[int, ...] = ()):
+        """``(price, source)``: a lower bound (bytes) on the cheapest crossing set at ``x`` over
+        the schedules that run ``before`` before ``x`` and ``after`` after it, and the operators
+        on the source side of a minimum cut (``None`` when no schedule allows it)."""
+        import numpy as np
+        import scipy.sparse as sp
+        from scipy.sparse.csgraph import breadth_first_order, maximum_flow
+
+        if any((self.desc[x] >> b) & 1 for b in before) or any((self.anc[x] >> a) & 1 for a in after):
+            return math.inf, None
+        touched_set = set(self.problem.op_values[x])
+        unit = self._unit(x, before, touched_set)
+        keep = ~np.isin(self.owner, np.asarray(sorted(touched_set), dtype=np.int64))
+        t = self.tails[keep].copy()
+        h = self.heads[keep].copy()
+        raw = self.raw_caps[keep]
+        c = np.where(raw < 0, _INF, np.minimum(raw // unit, _INF - 1))
+        t[t == x] = self.src               # x -> its predecessor r: r runs before x
+        h[h == x] = self.snk               # successor q -> x: q runs after x
+        extra_t = [self.src] * len(before) + list(after)
+        extra_h = list(before) + [self.snk] * len(after)
+        t = np.concatenate([t, np.asarray(extra_t, dtype=np.int64)])
+        h = np.concatenate([h, np.asarray(extra_h, dtype=np.int64)])
+        c = np.concatenate([c, np.full(len(extra_t), _INF, dtype=np.int64)])
+        ok = t != h
+        t, h, c = t[ok], h[ok], c[ok]
+        n = self.num_nodes
+        m = sp.coo_matrix((c, (t, h)), shape=(n, n)).tocsr()
+        m.sum_duplicates()
+        m.data = np.minimum(m.data, _INF).astype(np.int32)
+        flow = maximum_flow(m, self.src, self.snk)
+        offset = sum(c // unit for v, c in self.param_cost.items() if v not in touched_set)
+        if flow.flow_value >= _INF:
+            return math.inf, None              # not reached: pins are checked above
+        resid = m.astype(np.int64) - flow.flow
+        resid.data = np.where(resid.data > 0, 1, 0)
+        resid.eliminate_zeros()
+        reach = breadth_first_order(resid, self.src, directed=True, return_predecessors=False)
+        source = frozenset(int(q) for q in reach if q < self.n)
+        return max(0, flow.flow_value - offset) * unit, source
+
+
+def cut_bound(problem: Problem, forced=None, max_ops: int = 8) -> int:
+    """Best bound of :class:`PositionCuts`: each of the ``max_ops`` operators with the least
+    free capacity alone, then every pair of them that no path orders (both orders tried).
+    Deterministic (a fixed number of cuts). Returns bytes (0 if none)."""
+    g = problem.graph
+    cap = problem.target.capacity_bytes
+    ws = problem.working_set_bytes
+    alloc = problem.alloc_size
+    managed = problem.managed
+    anc, desc, _, _ = forced if forced is not None else _forced(problem)
+    biggest = max((alloc[v.id] for v in g.values if managed[v.id] and v.consumers), default=0)
+    cands = sorted((o for o in range(g.num_ops) if cap - ws[o] < biggest), key=lambda o: (cap - ws[o], o))
+    cands = cands[:max_ops]
+    if not cands:
+        return 0
+    net = PositionCuts(problem, anc, desc)
+
+    def bound(o: int, price: float) -> float:
+        return max(0.0, price - 2 * (cap - ws[o]))
+
+    base = {o: net.cut(o) for o in cands}
+    best = max(bound(o, base[o][0]) for o in cands)
+    for i, x in enumerate(cands):
+        for y in cands[i + 1:]:
+            if (anc[x] >> y) & 1 or (desc[x] >> y) & 1:
+                continue                         # a path orders them: the single cuts know it
+            sx, sy = base[x][1], base[y][1]
+            if (y in sx) != (x in sy):
+                continue                         # both minimum cuts agree on one order
+            cases = []
+            for first, second in ((x, y), (y, x)):
+                a = bound(first, net.cut(first, after=(second,))[0])
+                b = bound(second, net.cut(second, before=(first,))[0])
+                cases.append(max(a, b))
+            best = max(best, min(cases))
+    return 0 if math.isinf(best) else int(best)
+
+
 def _fractional_cover(excess: int, values, cost, alloc) -> float:
     """Cheapest fractional choice of ``values`` weighing ``excess`` allocated bytes."""
     left, total = excess, 0.0
@@ -315,10 +514,13 @@ def global_lower_bound(problem: Problem, *, time_limit_s: float = 5.0, seed: int
         return GlobalBound(0, "not strict")
     forced = _forced(problem)
     chain_b = chain_bound(problem, forced)
+    cut_b = cut_bound(problem, forced)
     cost, rows = covering_rows(problem, forced)
     if not rows:
-        return GlobalBound(chain_b, "chain" if chain_b else "trivial", wall_s=time.perf_counter() - t0,
-                           chain_bytes=chain_b)
+        best = max(chain_b, cut_b)
+        status = "trivial" if not best else ("cut" if cut_b >= chain_b else "chain")
+        return GlobalBound(best, status, wall_s=time.perf_counter() - t0, chain_bytes=chain_b,
+                           cut_bytes=cut_b)
     alloc = problem.alloc_size
     single = max(_fractional_cover(ex, fv, cost, alloc) for ex, fv in rows)
     if math.isinf(single):
@@ -360,8 +562,10 @@ def global_lower_bound(problem: Problem, *, time_limit_s: float = 5.0, seed: int
         status = solver.status_name(st)
     else:
         bound, status = 0, "greedy"
-    return GlobalBound(max(bound, single_b, chain_b), status, rows=len(rows), terms=terms,
-                       wall_s=time.perf_counter() - t0, single_op_bytes=single_b, chain_bytes=chain_b)
+    return GlobalBound(max(bound, single_b, chain_b, cut_b), status, rows=len(rows), terms=terms,
+                       wall_s=time.perf_counter() - t0, single_op_bytes=single_b, chain_bytes=chain_b,
+                       cut_bytes=cut_b)
 
 
-__all__ = ["global_lower_bound", "covering_rows", "chain_bound", "GlobalBound"]
+__all__ = ["global_lower_bound", "covering_rows", "chain_bound", "cut_bound", "PositionCuts",
+           "GlobalBound"]

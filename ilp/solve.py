@@ -504,7 +504,7 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
     ALL plans (every schedule): strict mode, traffic equal to the global lower bound
     (:mod:`memmap.ilp.lower_bound`; zero traffic is always proven). ``info`` holds
     ``objective``, ``best_bound`` and ``gap`` (GLOBAL: valid over every schedule: the
-    forced-eviction covering bound), ``global_bound`` (its details), ``schedule_bound`` and
+    largest of the forced-eviction covering, chain and position-cut bounds), ``global_bound`` (its details), ``schedule_bound`` and
     ``schedule_gap`` (for the plan's fixed schedule only), ``schedule_proven`` (optimal for its
     schedule), ``time_to_first_solution_s``, ``wall_s``, the model sizes, ``proven`` (what is
     proven, in words), ``search`` (the schedule search) and one entry per candidate schedule. Raises :class:`InfeasibleError` when strict
@@ -553,7 +553,7 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         nominal_left -= lb_s
         glb = global_lower_bound(problem, time_limit_s=lb_s, seed=seed, workers=opts.workers,
                                  deterministic=opts.deterministic, det_per_wall_s=DET_PER_WALL_S)
-        say(f"ilp: global lower bound {glb.bound_bytes} bytes ({glb.status}, {glb.rows} covering rows)")
+        say(f"ilp: global lower bound {glb.bound_bytes} bytes ({glb.decided_by}; {glb.rows} covering rows)")
 
     def prepare(k: int, name: str, sched: tuple[int, ...]):
         inst = make_instance(problem, sched)
@@ -662,10 +662,11 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         bound = float(glb.bound_bytes) if glb is not None else 0.0
         proven = objective <= bound
         where = f"{r0.origin!r}" if r0 is not None else "of a given plan"
-        glb_text = f"the global lower bound is {bound:.0f} bytes (forced-eviction covering bound)"
+        which = glb.decided_by if glb is not None else "no bound"
+        glb_text = f"the global lower bound is {bound:.0f} bytes ({which})"
         if proven:
             proven_text = ("globally optimal (zero non-compulsory traffic)" if objective == 0 else
-                           "globally optimal (meets the forced-eviction lower bound)")
+                           f"globally optimal (meets the global lower bound: {which})")
         elif sched_proven:
             proven_text = (f"optimal for its fixed schedule {where} only (schedule_bound); not over all "
                            f"schedules: {glb_text}")
@@ -694,7 +695,7 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         "schedule_gap": sched_gap,
         "schedule_proven": sched_proven,
         "search": search_info,
-        "global_bound": None if glb is None else dataclasses.asdict(glb),
+        "global_bound": None if glb is None else {**dataclasses.asdict(glb), "decided_by": glb.decided_by},
         "time_to_first_solution_s": min(firsts) if firsts else None,
         "wall_s": wall,
         "proven": proven_text,

@@ -12,7 +12,8 @@ from ortools.sat.python import cp_model
 from memmap.cost import traffic
 from memmap.ilp import FixedScheduleModel, decode, make_instance, solve_ilp
 from memmap.ilp.alloc import AllocProblem, check_alloc, pack_buffers
-from memmap.ilp.lower_bound import chain_bound, covering_rows, global_lower_bound
+from memmap.ilp.lower_bound import (PositionCuts, _forced, _value_cost, chain_bound, covering_rows,
+                                    cut_bound, global_lower_bound)
 from memmap.ir.graph import GraphBuilder
 from memmap.pipeline import run_solver
 from memmap.problem import Problem, Target
@@ -192,26 +193,34 @@ def test_pack_buffers_places_what_greedy_fragments():
     assert pack_buffers(lower, upper, size, cap - 1) is None                   # peak 7 > 6
 
 
-def test_chain_bound_proves_the_tied_embedding_pattern():
-    """GPT-2's pattern in small: X = transpose(w) fills the whole capacity; its result T is read
-    at the end together with the trunk that starts with a gather of w. Whenever X runs, either
-    T waits while the gather runs (2 x 4U) or a trunk value waits at X (2 x 1U). Only the chain
-    bound sees it (no value is forced at X in every order)."""
+def _tied_graph(scale: int = 1, odd: int = 0):
+    """GPT-2's tied embedding in small: X = transpose(w) fills the whole capacity; its result T
+    is read at the end together with the trunk that starts with a gather of w."""
     b = GraphBuilder("tied")
-    w = b.add_value("w", 4 * U, kind="parameter")
-    (h0,) = b.add_op("gather", "gather", inputs=[w], outputs=[("h0", U)])
-    (h1,) = b.add_op("f1", "f", inputs=[h0], outputs=[("h1", U)])
-    (h2,) = b.add_op("f2", "f", inputs=[h1], outputs=[("h2", U)])
-    (t,) = b.add_op("transpose", "transpose", inputs=[w], outputs=[("t", 4 * U)])
-    (o,) = b.add_op("logits", "dot", inputs=[h2, t], outputs=[("o", U)])
+    h = U * scale + odd
+    w = b.add_value("w", 4 * U * scale, kind="parameter")
+    (h0,) = b.add_op("gather", "gather", inputs=[w], outputs=[("h0", h)])
+    (h1,) = b.add_op("f1", "f", inputs=[h0], outputs=[("h1", h)])
+    (h2,) = b.add_op("f2", "f", inputs=[h1], outputs=[("h2", h)])
+    (t,) = b.add_op("transpose", "transpose", inputs=[w], outputs=[("t", 4 * U * scale)])
+    (o,) = b.add_op("logits", "dot", inputs=[h2, t], outputs=[("o", h)])
     b.mark_output(o)
-    g = b.build()
+    return b.build()
+
+
+def test_chain_bound_proves_the_tied_embedding_pattern():
+    """Whenever X runs, either T waits while the gather runs (2 x 4U) or a trunk value waits at
+    X (2 x 1U). The covering rows miss it (no value is forced at X in every order); the chain
+    bound and the pairwise position cut both see it."""
+    g = _tied_graph()
     p = Problem(g, Target("t", 8 * U, alignment_bytes=U), "strict")
     assert p.m_r_bytes == 8 * U
     assert covering_rows(p)[1] == []
     assert chain_bound(p) == 2 * U
+    assert cut_bound(p, max_ops=1) == 0          # X alone: it can run first, nothing crosses
+    assert cut_bound(p) == 2 * U                 # X and the gather, both orders
     lb = global_lower_bound(p)
-    assert lb.bound_bytes == 2 * U and lb.status == "chain"
+    assert lb.bound_bytes == 2 * U and lb.status == "cut" and lb.chain_bytes == 2 * U
     assert _optimum_over_all_schedules(p) == 2 * U
     plan = solve_ilp(p, time_limit_s=5)
     assert traffic(plan)["noncompulsory_bytes"] == 2 * U and plan.status == "OPTIMAL"
@@ -225,3 +234,64 @@ def test_chain_bound_is_sound_where_it_decides(seed, extra):
     lb = global_lower_bound(p, time_limit_s=1)
     assert lb.chain_bytes > 0 and lb.bound_bytes == lb.chain_bytes    # the chain bound decides here
     assert lb.bound_bytes <= _optimum_over_all_schedules(p)
+
+
+def _cheapest_position_by_enumeration(p: Problem, x: int) -> int:
+    """Least total cost of the values crossing ``x`` (made or first read before it, read after
+    it, not touched by it) over every topological order."""
+    g = p.graph
+    touched = set(p.op_values[x])
+    best = None
+    for order in nx.all_topological_sorts(g.to_networkx()):
+        before = set(order[:order.index(x)])
+        price = 0
+        for v in g.values:
+            if not p.managed[v.id] or not v.consumers or v.id in touched:
+                continue
+            later = [c for c in v.consumers if c not in before and c != x]
+            made = v.producer in before if v.producer is not None else any(c in before for c in v.consumers)
+            price += _value_cost(v) if made and later else 0
+        best = price if best is None else min(best, price)
+    return best
+
+
+@pytest.mark.parametrize("seed", [13, 18, 21, 26, 44, 71, 73])
+def test_position_cut_is_the_cheapest_position(seed):
+    """The min cut is exact: it equals the enumerated minimum for every operator."""
+    g = _random_dag(seed, n_ops=7)
+    p = Problem(g, Target("t", 1 << 30, alignment_bytes=U), "strict")
+    anc, desc, _, _ = _forced(p)
+    net = PositionCuts(p, anc, desc)
+    for x in range(g.num_ops):
+        price, source = net.cut(x)
+        assert price == _cheapest_position_by_enumeration(p, x), (seed, x)
+        assert anc[x] & ~sum(1 << q for q in source) == 0      # ancestors run first
+        assert not any((desc[x] >> q) & 1 for q in source)      # descendants never do
+
+
+@pytest.mark.parametrize("seed,n_ops,extra", [(13, 7, 0), (13, 7, U), (18, 7, 0), (26, 7, 0), (71, 7, U),
+                                              (73, 7, 0), (77, 7, 0)])
+def test_cut_bound_is_sound_where_it_decides(seed, n_ops, extra):
+    g = _random_dag(seed, n_ops)
+    p0 = Problem(g, Target("t", 1 << 30, alignment_bytes=U), "strict")
+    p = Problem(g, Target("t", p0.m_r_bytes + extra, alignment_bytes=U), "strict")
+    lb = global_lower_bound(p, time_limit_s=1)
+    assert lb.cut_bytes > 0 and lb.bound_bytes == lb.cut_bytes > lb.chain_bytes
+    assert lb.bound_bytes <= _optimum_over_all_schedules(p)
+
+
+def test_cut_bound_with_coarse_capacities_stays_below_the_exact_value():
+    """Prices too large for scipy's int32 max flow are floored to a coarser unit: the bound may
+    lose a little, never gain."""
+    scale, odd = 1 << 26, 4                  # GiB-sized values whose prices share only a GCD of 8
+    g = _tied_graph(scale, odd)
+    p = Problem(g, Target("t", 1 << 50, alignment_bytes=U), "strict")
+    p = Problem(g, Target("t", p.m_r_bytes, alignment_bytes=U), "strict")
+    anc, desc, _, _ = _forced(p)
+    net = PositionCuts(p, anc, desc)
+    gather = g.op_by_name("gather").id
+    transpose = g.op_by_name("transpose").id
+    assert net._unit(gather, (transpose,), set(p.op_values[gather])) > net.gcd    # coarsened
+    exact = 2 * (U * scale + odd)            # spill + reload of one trunk value
+    got = cut_bound(p)
+    assert 0.999 * exact <= got <= exact
