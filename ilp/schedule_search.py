@@ -73,6 +73,8 @@ WORK_UNITS_PER_S = 3e7
 WORK_UNITS_PER_S_INTERPRETED = 0.6e6
 # a search run is stopped by the wall clock after this multiple of its nominal time
 WALL_SAFETY_FACTOR = 2.0
+# share of each start's work budget for the annealing; the descent gets what it leaves
+ANNEAL_SHARE = 0.75
 
 
 @dataclasses.dataclass(frozen=True)
@@ -521,6 +523,98 @@ class SearchResult:
     wall_s: float
 
 
+def _sink_group(ctx: _Ctx, o: int, limit: int = 1 << 30) -> set[int]:
+    """``o`` and its *exclusive* ancestors: operators all of whose successors are in the group
+    (a chain of reshapes feeding ``o``, say). Moving the group, in its current relative order,
+    to just before ``o``'s first successor keeps the order topological: every operator outside
+    the group that reads from it reads from ``o``, which still precedes it. At most ``limit``
+    operators (a smaller group is still exclusive)."""
+    group = {o}
+    stack = [o]
+    while stack and len(group) < limit:
+        q = stack.pop()
+        for p in ctx.preds[q]:
+            # checked again whenever one of its successors joins, so the last one decides
+            if p not in group and all(x in group for x in ctx.succs[p]):
+                group.add(p)
+                stack.append(p)
+                if len(group) >= limit:
+                    break
+    return group
+
+
+def _sink_slice(order: list[int], pos: list[int], group: set[int], first: int) -> tuple[int, list[int]]:
+    """``(a, new)``: the group moved to just before step ``first`` rewrites ``order[a:first]``
+    as ``new`` (the other operators keep their order, then the group in its order)."""
+    a = min(pos[x] for x in group)
+    seg = order[a:first]
+    return a, [x for x in seg if x not in group] + [x for x in seg if x in group]
+
+
+def _descend(ctx: _Ctx, start: Sequence[int], cap: int, budget_units: float,
+             best: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, int], int, int]:
+    """Deterministic first-improvement descent after the annealing, from its best order.
+
+    Two moves, each accepted only when the evaluated (traffic, excess) strictly improves:
+    *sink* an operator with its exclusive ancestors (:func:`_sink_group`) to just before its
+    first successor (later operators first), and *hoist* one operator to just after its last
+    predecessor. Passes repeat until one improves nothing or the work budget ends. Sinking a
+    whole group is what a single-operator move cannot do: moving the last reshape of a chain
+    alone leaves the chain's earlier value live across the same steps, so it gains nothing.
+    Returns (order, score, evaluations, work units)."""
+    order = list(start)
+    n = len(order)
+    pos = [0] * ctx.n_ops
+    for t, o in enumerate(order):
+        pos[o] = t
+    arr = np.array(order, dtype=np.int64)
+    unit = n + ctx.refs
+    work = evals = 0
+    cur = best
+
+    def attempt(a: int, new: list[int]) -> bool:
+        nonlocal cur, work, evals
+        b = a + len(new)
+        saved = arr[a:b].copy()
+        arr[a:b] = new
+        e = _evaluate(ctx, arr, cap)
+        work += unit
+        evals += 1
+        cand = (e.noncompulsory_bytes, e.excess_byte_steps)
+        if cand < cur:
+            cur = cand
+            order[a:b] = new
+            for t in range(a, b):
+                pos[order[t]] = t
+            return True
+        arr[a:b] = saved
+        return False
+
+    while work + unit <= budget_units and cur != (0, 0):
+        gained = False
+        for o in sorted(range(ctx.n_ops), key=lambda x: -pos[x]):
+            if work + unit > budget_units:
+                break
+            if not ctx.succs[o]:
+                continue
+            first = min(pos[x] for x in ctx.succs[o])
+            if first == pos[o] + 1:
+                continue
+            a, new = _sink_slice(order, pos, _sink_group(ctx, o), first)
+            if new != order[a:first]:
+                gained |= attempt(a, new)
+        for o in sorted(range(ctx.n_ops), key=lambda x: pos[x]):
+            if work + unit > budget_units:
+                break
+            lo = max((pos[p] for p in ctx.preds[o]), default=-1) + 1
+            if lo < pos[o]:
+                seg = order[lo:pos[o] + 1]
+                gained |= attempt(lo, [o] + seg[:-1])
+        if not gained:
+            break
+    return tuple(order), cur, evals, work
+
+
 def _anneal(ctx: _Ctx, start: Sequence[int], cap: int, rng: random.Random, budget_units: float,
             deadline: float) -> tuple[tuple[int, ...], tuple[int, int], int, int, bool]:
     """One simulated-annealing run from ``start``. Returns (best order, its (traffic, excess),
@@ -563,7 +657,22 @@ def _anneal(ctx: _Ctx, start: Sequence[int], cap: int, rng: random.Random, budge
             t = min(n - 1, max(0, hot[rng.randrange(len(hot))] + rng.randint(-8, 8)))
         else:
             t = rng.randrange(n)
-        if rng.random() < 0.5:
+        r = rng.random()
+        if r < 0.2:
+            # sink an operator with its exclusive ancestors to just before its first successor
+            o = order[t]
+            if not ctx.succs[o]:
+                continue
+            first = min(pos[s] for s in ctx.succs[o])
+            if first == pos[o] + 1:
+                continue
+            a, new_seg = _sink_slice(order, pos, _sink_group(ctx, o, 64), first)
+            b = first - 1
+            saved = order[a:b + 1]
+            if new_seg == saved:
+                continue
+            order[a:b + 1] = new_seg
+        elif r < 0.6:
             # move one operator to a random position of its window in the current order
             o = order[t]
             lo = max((pos[p] for p in ctx.preds[o]), default=-1) + 1
@@ -656,9 +765,13 @@ def search_schedules(problem: Problem, starts: Sequence[Sequence[int]], *, time_
     stopped = "budget"
     for k, s in enumerate(starts):
         rng = random.Random(seed * 1_000_003 + k)
-        order, score, ev, wu, wall_stop = _anneal(ctx, s, cap, rng, budget, deadline)
+        order, score, ev, wu, wall_stop = _anneal(ctx, s, cap, rng, ANNEAL_SHARE * budget, deadline)
         evals += ev
         work += wu
+        if not wall_stop and time.perf_counter() < deadline:
+            order, score, ev, wu = _descend(ctx, order, cap, budget - wu, score)
+            evals += ev
+            work += wu
         if wall_stop:
             stopped = "wall limit"
         if order not in found or score < found[order]:
