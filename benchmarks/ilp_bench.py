@@ -104,8 +104,9 @@ def markdown(rows: list[dict], cmdline: str, note: str = "") -> str:
            "other jobs: wall seconds are noisy). 2 CP-SAT workers, alignment 64 B. Non-compulsory MiB; every "
            "plan verified. `% removed` = 1 - ilp / best baseline (`-` where the best baseline is 0). "
            "`first s` = time to the first CP-SAT solution (from the start of the ILP); `wall s` = the ILP "
-           "call including its three baselines. `global LB`: the schedule-independent forced-eviction lower "
-           "bound (ilp/lower_bound.py, valid over every plan); `gap / proven`: `global optimum` when the plan "
+           "call including its three baselines. `global LB`: the schedule-independent lower bound "
+           "(ilp/lower_bound.py: the largest of the forced-eviction covering, order-disjunction chain and "
+           "position min-cut bounds; valid over every plan and schedule); `gap / proven`: `global optimum` when the plan "
            "meets it, else the global gap 1 - LB / ilp and whether the plan is optimal for its FIXED schedule "
            "(the exact model's bound for that schedule only). `% of removable`: 1 - (ilp - LB) / (best "
            "baseline - LB), the share of the traffic above the global bound that the ILP removed.", ""]
@@ -138,6 +139,20 @@ def markdown(rows: list[dict], cmdline: str, note: str = "") -> str:
                f"best baseline (all budgets: {'n/a' if not allr else f'{100 * statistics.mean(allr):.1f}%'} over "
                f"{len(allr)} rows). ILP never worse than the best baseline: "
                f"{sum(r['ilp'] <= min(r['baselines'].values()) for r in rows)}/{len(rows)} rows.")
+    # what any plan could reach: no plan goes below the proven global bound of its row
+    mr_rows = [r for r in rows if r["budget"] == "M_R" and _reduction(r) is not None]
+    if mr_rows:
+        ceil = [1 - r.get("global_bound", 0.0) / min(r["baselines"].values()) for r in mr_rows]
+        rem = [_removable(r) for r in mr_rows if _removable(r) is not None]
+        done = [f"{r['workload']} ({'with' if r['weights'] else 'no'} weights)" for r in mr_rows
+                if _removable(r) is None]
+        out.append(f"**Ceiling.** On the same {len(mr_rows)} M_R rows, no plan can remove more than "
+                   f"1 - global LB / best baseline; the mean of that ceiling is {100 * statistics.mean(ceil):.1f}%, "
+                   f"so any mean reduction target above it is out of reach against these baselines. Share of "
+                   f"the removable traffic (above the global LB) that the ILP removed, mean over the "
+                   f"{len(rem)} M_R rows where the best baseline is above the LB: "
+                   f"{'n/a' if not rem else f'{100 * statistics.mean(rem):.1f}%'}"
+                   + (f"; the best baseline is already proven optimal on: {', '.join(done)}." if done else "."))
     groups = {"forward, post-optimization": lambda w: ".fwd.after" in w,
               "forward, pre-optimization": lambda w: ".fwd.before" in w,
               "large graphs": lambda w: ".fwd." not in w}
