@@ -317,7 +317,10 @@ class PositionCuts:
     away, and away costs at least ``c(v)`` (:func:`_value_cost`). The resident crossing values
     fit in ``free(X) = capacity - alloc(W(X))`` bytes, and ``c(v) <= 2 * alloc(v)``, so the
     away ones cost at least ``price(S) - 2 * free(X)``, where ``price(S)`` is the total ``c``
-    of the crossing set.
+    of the crossing set. A crossing value larger than ``free(X)`` cannot be resident at all, so
+    the crossing values above that size cost at least their full price: the larger of the two
+    minima is the operator's bound (integrality the first, fractional, form loses: at M_H a
+    1.5 MiB value cannot use 0.75 MiB of room).
 
     ``min over S of price(S)`` is a minimum closure problem, solved as an s-t min cut: one node
     per operator (source side = runs before ``X``), infinite arcs for the closure
@@ -383,6 +386,9 @@ class PositionCuts:
         self.heads = np.asarray(heads, dtype=np.int64)
         self.raw_caps = np.asarray(caps, dtype=np.int64)       # -1: infinite
         self.owner = np.asarray(owner, dtype=np.int64)
+        alloc = problem.alloc_size
+        self.owner_alloc = np.asarray([alloc[v] if v >= 0 else -1 for v in owner], dtype=np.int64)
+        self.free = [problem.target.capacity_bytes - w for w in problem.working_set_bytes]
         # for the capacity unit of each cut: an upper bound on its value
         self.live = [(v.id, v.producer, sum(1 << x for x in set(v.consumers)), _value_cost(v))
                      for v in g.values if managed[v.id] and v.consumers]
@@ -407,10 +413,24 @@ class PositionCuts:
         limit = _INF // 4
         return max(self.gcd, -(-upper // limit))
 
-    def cut(self, x: int, before: tuple[int, ...] = (), after: tuple[int, ...] = ()):
+    def bound(self, x: int, before: tuple[int, ...] = (), after: tuple[int, ...] = ()):
+        """``(bytes, source)``: a lower bound on the traffic that ``x``'s step forces in every
+        schedule running ``before`` before ``x`` and ``after`` after it, and the source side of
+        the full-price cut. The larger of ``price - 2 free(x)`` (class docstring) and the price
+        of the crossing values too large to be resident at all (``alloc > free(x)``: each of
+        those is away, whatever else is)."""
+        price, source = self.cut(x, before, after)
+        if math.isinf(price):
+            return math.inf, None
+        free = self.free[x]
+        big, _ = self.cut(x, before, after, min_alloc=free)
+        return max(0, price - 2 * free, big), source
+
+    def cut(self, x: int, before: tuple[int, ...] = (), after: tuple[int, ...] = (), min_alloc: int = -1):
         """``(price, source)``: a lower bound (bytes) on the cheapest crossing set at ``x`` over
         the schedules that run ``before`` before ``x`` and ``after`` after it, and the operators
-        on the source side of a minimum cut (``None`` when no schedule allows it)."""
+        on the source side of a minimum cut (``None`` when no schedule allows it). Only values
+        whose allocated size exceeds ``min_alloc`` are priced."""
         import numpy as np
         import scipy.sparse as sp
         from scipy.sparse.csgraph import breadth_first_order, maximum_flow
@@ -420,6 +440,7 @@ class PositionCuts:
         touched_set = set(self.problem.op_values[x])
         unit = self._unit(x, before, touched_set)
         keep = ~np.isin(self.owner, np.asarray(sorted(touched_set), dtype=np.int64))
+        keep &= (self.owner < 0) | (self.owner_alloc > min_alloc)
         t = self.tails[keep].copy()
         h = self.heads[keep].copy()
         raw = self.raw_caps[keep]
@@ -438,7 +459,9 @@ class PositionCuts:
         m.sum_duplicates()
         m.data = np.minimum(m.data, _INF).astype(np.int32)
         flow = maximum_flow(m, self.src, self.snk)
-        offset = sum(c // unit for v, c in self.param_cost.items() if v not in touched_set)
+        alloc = self.problem.alloc_size
+        offset = sum(c // unit for v, c in self.param_cost.items()
+                     if v not in touched_set and alloc[v] > min_alloc)
         if flow.flow_value >= _INF:
             return math.inf, None              # not reached: pins are checked above
         resid = m.astype(np.int64) - flow.flow
@@ -466,11 +489,8 @@ def cut_bound(problem: Problem, forced=None, max_ops: int = 8) -> int:
         return 0
     net = PositionCuts(problem, anc, desc)
 
-    def bound(o: int, price: float) -> float:
-        return max(0.0, price - 2 * (cap - ws[o]))
-
-    base = {o: net.cut(o) for o in cands}
-    best = max(bound(o, base[o][0]) for o in cands)
+    base = {o: net.bound(o) for o in cands}
+    best = max(base[o][0] for o in cands)
     for i, x in enumerate(cands):
         for y in cands[i + 1:]:
             if (anc[x] >> y) & 1 or (desc[x] >> y) & 1:
@@ -480,8 +500,8 @@ def cut_bound(problem: Problem, forced=None, max_ops: int = 8) -> int:
                 continue                         # both minimum cuts agree on one order
             cases = []
             for first, second in ((x, y), (y, x)):
-                a = bound(first, net.cut(first, after=(second,))[0])
-                b = bound(second, net.cut(second, before=(first,))[0])
+                a = net.bound(first, after=(second,))[0]
+                b = net.bound(second, before=(first,))[0]
                 cases.append(max(a, b))
             best = max(best, min(cases))
     return 0 if math.isinf(best) else int(best)

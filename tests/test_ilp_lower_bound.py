@@ -232,8 +232,9 @@ def test_chain_bound_is_sound_where_it_decides(seed, extra):
     p0 = Problem(g, Target("t", 1 << 30, alignment_bytes=U), "strict")
     p = Problem(g, Target("t", p0.m_r_bytes + extra, alignment_bytes=U), "strict")
     lb = global_lower_bound(p, time_limit_s=1)
-    assert lb.chain_bytes > 0 and lb.bound_bytes == lb.chain_bytes    # the chain bound decides here
-    assert lb.bound_bytes <= _optimum_over_all_schedules(p)
+    assert lb.chain_bytes > 0 and lb.chain_bytes > lb.single_op_bytes   # the chain bound counts here
+    opt = _optimum_over_all_schedules(p)
+    assert lb.chain_bytes <= lb.bound_bytes <= opt
 
 
 def _cheapest_position_by_enumeration(p: Problem, x: int) -> int:
@@ -295,3 +296,19 @@ def test_cut_bound_with_coarse_capacities_stays_below_the_exact_value():
     exact = 2 * (U * scale + odd)            # spill + reload of one trunk value
     got = cut_bound(p)
     assert 0.999 * exact <= got <= exact
+
+
+def test_cut_bound_counts_values_too_large_to_stay_whole():
+    """One unit of room at the transpose (capacity M_R + U): the fractional form only proves
+    2 x (2U - U) = 2U, but a 2U trunk value cannot use 1U of room, so it is away entirely:
+    spill + reload = 4U, which is the optimum."""
+    g = _tied_graph(scale=2)                 # w, t: 8U; trunk values: 2U; M_R = 16U
+    p = Problem(g, Target("t", 17 * U, alignment_bytes=U), "strict")
+    assert Problem(g, Target("t", 1 << 30, alignment_bytes=U), "strict").m_r_bytes == 16 * U
+    anc, desc, _, _ = _forced(p)
+    net = PositionCuts(p, anc, desc)
+    tr, gather = g.op_by_name("transpose").id, g.op_by_name("gather").id
+    price, _ = net.cut(tr, before=(gather,))
+    assert price == 4 * U and price - 2 * U == 2 * U            # the fractional form: 2U
+    assert net.bound(tr, before=(gather,))[0] == 4 * U            # whole values: 4U
+    assert cut_bound(p) == 4 * U == _optimum_over_all_schedules(p)
