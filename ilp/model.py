@@ -194,9 +194,15 @@ class FixedScheduleModel:
     """
 
     def __init__(self, inst: Instance, *, fixed: Fixed | None = None, symmetry_breaking: bool = True,
-                 redundant_capacity: bool = True, addresses: bool = True):
+                 redundant_capacity: bool = True, addresses: bool = True,
+                 step_caps: Sequence[int] | None = None):
+        if step_caps is not None and (addresses or len(step_caps) != inst.num_steps):
+            raise ValueError("step_caps: one capacity (units) per step, and only without addresses")
         self.inst = inst
         self.addresses = addresses
+        # per-step capacities (units) of the address-free model: a RESTRICTION when below the
+        # capacity (used to look for packable replacements, never for bounds)
+        self.step_caps = None if step_caps is None else [int(c) for c in step_caps]
         self.fixed = fixed
         self.strict = inst.problem.mode == "strict"
         self.model = cp_model.CpModel()
@@ -351,9 +357,9 @@ class FixedScheduleModel:
                         const[t] += sz
                     else:
                         terms[t].append((k, sz))
-        cap = self.inst.capacity_units
         self.num_capacity_rows = 0
         for t in range(win[0], win[1] + 1):
+            cap = self.inst.capacity_units if self.step_caps is None else self.step_caps[t]
             if const[t] + sum(sz for _, sz in terms[t]) <= cap:
                 continue
             self.model.add(sum(sz * v for v, sz in terms[t]) <= cap - const[t]).with_name(f"cap_t{t}")

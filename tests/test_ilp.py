@@ -272,6 +272,53 @@ def test_window_lns_and_relaxation_bound_are_valid():
     opt = traffic(decode(inst, fm.read(s)))["noncompulsory_bytes"]
     assert plan.info["best_bound"] <= opt <= m["noncompulsory_bytes"]
     assert relaxation_bound(inst, IlpOptions(), 5.0) <= opt
+    relax = plan.info["relaxed_start"]      # the final plan is never worse than that start
+    assert relax["ran"]
+    assert relax["after_bytes"] is None or m["noncompulsory_bytes"] <= relax["after_bytes"]
+
+
+def test_relaxed_start_packs_a_verified_plan_and_respects_step_caps():
+    """The address-free replacement start (large graphs): whatever it returns decodes to a plan
+    the verifier accepts, at the cost it reports; per-step capacities are honoured and only
+    allowed without addresses."""
+    from memmap.ilp import solve as ilp_solve
+
+    found = 0
+    for seed in (5, 7, 11):
+        g = random_graph(seed, num_ops=30)
+        caps, _ = _budgets(g)
+        p = Problem(g, Target("t", caps["M_R"], alignment_bytes=64), "strict")
+        inst = make_instance(p, g.default_schedule)
+        start = ilp_solve._replacement_start(p, inst)
+        assert start is not None
+        got = ilp_solve._relaxed_start(p, inst, start, IlpOptions(), 3.0, lambda m: None)
+        again = ilp_solve._relaxed_start(p, inst, start, IlpOptions(), 3.0, lambda m: None)
+        if got is None:
+            assert again is None
+            continue
+        found += 1
+        plan = decode(inst, got[0])
+        assert verify_plan(plan).ok
+        assert simulate(plan)["noncompulsory_bytes"] == got[1]
+        assert decode(inst, again[0]).residencies == plan.residencies       # deterministic
+    assert found >= 1
+    g = random_graph(5, num_ops=30)
+    caps, _ = _budgets(g)
+    p = Problem(g, Target("t", caps["M_P"], alignment_bytes=64), "strict")
+    inst = make_instance(p, g.default_schedule)
+    n = inst.num_steps
+    with pytest.raises(ValueError, match="step_caps"):
+        FixedScheduleModel(inst, step_caps=[inst.capacity_units] * n)          # addresses: no
+    floor = [-(-p.working_set_bytes[o] // inst.unit_bytes) for o in inst.schedule]
+    fm = FixedScheduleModel(inst, addresses=False, step_caps=floor)
+    solver = _solve_opt(fm, 10.0)
+    a = fm.read(solver)
+    use = [0] * n
+    for (v, first, last) in ilp_solve._runs(inst, a):
+        su = p.alloc_size[v] // inst.unit_bytes
+        for t in range(first, last + 1):
+            use[t] += su
+    assert all(u <= c for u, c in zip(use, floor))
 
 
 # -- infeasible budget, CLI, determinism --------------------------------------------------------------
