@@ -221,9 +221,12 @@ def test_chain_bound_proves_the_tied_embedding_pattern():
     assert cut_bound(p) == 2 * U                 # X and the gather, both orders
     lb = global_lower_bound(p)
     assert lb.bound_bytes == 2 * U and lb.status == "cut" and lb.chain_bytes == 2 * U
+    assert lb.decided_by == "position min-cut bound"
     assert _optimum_over_all_schedules(p) == 2 * U
     plan = solve_ilp(p, time_limit_s=5)
     assert traffic(plan)["noncompulsory_bytes"] == 2 * U and plan.status == "OPTIMAL"
+    assert plan.info["global_bound"]["decided_by"] == "position min-cut bound"
+    assert "position min-cut bound" in plan.info["proven"]
 
 
 @pytest.mark.parametrize("seed,extra", [(322, U), (325, 0), (359, 0), (364, 0)])
