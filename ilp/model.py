@@ -624,6 +624,23 @@ class FixedScheduleModel:
         return Assignment(res, off, keep)
 
 
+def point_runs(resident: Sequence[bool], keep: Sequence[bool]) -> list[tuple[int, int]]:
+    """``(first, last)`` point indices of each residency run of one value: resident points
+    joined by kept gaps."""
+    out = []
+    i, k = 0, len(resident)
+    while i < k:
+        if not resident[i]:
+            i += 1
+            continue
+        first = i
+        while i < k - 1 and keep[i]:
+            i += 1
+        out.append((first, i))
+        i += 1
+    return out
+
+
 def decode(inst: Instance, a: Assignment, *, solver: str = "ilp", status: str = "FEASIBLE",
            info: dict | None = None) -> Plan:
     """Turn an assignment into a plan: one residency per run, transfers at run starts, spills
@@ -637,16 +654,9 @@ def decode(inst: Instance, a: Assignment, *, solver: str = "ilp", status: str = 
         v = s.value
         first_load_done = False
         reloaded = False
-        i = 0
         k = len(s.points)
-        while i < k:
-            if not res[i]:
-                i += 1
-                continue
-            start = i
-            while i < k - 1 and keep[i]:
-                i += 1
-            residencies.append(Residency(v, s.points[start], s.points[i], off[start] * U))
+        for start, last in point_runs(res, keep):
+            residencies.append(Residency(v, s.points[start], s.points[last], off[start] * U))
             if not (start == 0 and s.produced):
                 if s.produced:
                     kind = "reload"
@@ -655,7 +665,6 @@ def decode(inst: Instance, a: Assignment, *, solver: str = "ilp", status: str = 
                     kind = "reload" if first_load_done else "load"
                     first_load_done = True
                 transfers.append(Transfer(s.points[start], kind, v, s.size_bytes))
-            i += 1
         if any(s.reads[i] and not res[i] for i in range(1, k)):
             reloaded = True   # tiered: read from slow memory later, needs the off-chip copy
         if s.produced and res[0]:

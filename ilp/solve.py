@@ -28,7 +28,7 @@ from memmap.errors import SolverTimeoutError
 from memmap.ilp.alloc import pack_buffers
 from memmap.ilp.lower_bound import global_lower_bound
 from memmap.ilp.model import (Assignment, Fixed, FixedScheduleModel, Instance, decode, encode,
-                              encode_residencies, make_instance, trivial_assignment)
+                              encode_residencies, make_instance, point_runs, trivial_assignment)
 from memmap.ilp.schedule_search import estimate_traffic, search_schedules
 from memmap.plan import Plan, Residency
 from memmap.prefetch import hoist_prefetches
@@ -322,20 +322,8 @@ def _repair_caps(problem: Problem, inst: Instance, rounds: int = REPAIR_ROUNDS,
 
 def _runs(inst: Instance, a: Assignment) -> list[tuple[int, int, int]]:
     """Residency runs ``(value, first step, last step)`` of an assignment (kept gaps joined)."""
-    segs = []
-    for j, s in enumerate(inst.specs):
-        res, keep = a.resident[j], a.keep[j]
-        i, k = 0, len(s.points)
-        while i < k:
-            if not res[i]:
-                i += 1
-                continue
-            first = i
-            while i < k - 1 and keep[i]:
-                i += 1
-            segs.append((s.value, s.points[first], s.points[i]))
-            i += 1
-    return segs
+    return [(s.value, s.points[first], s.points[last]) for j, s in enumerate(inst.specs)
+            for first, last in point_runs(a.resident[j], a.keep[j])]
 
 
 def _relaxed_start(problem: Problem, inst: Instance, hint: Assignment, opts: IlpOptions,
@@ -718,7 +706,7 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
     prepared.sort(key=lambda x: (x[1], x[0], x[2]) if large else (x[0], x[1], x[2]))
     prepared = [(cost, k, name, sched, inst, start) for _, cost, k, name, sched, inst, start in prepared]
     # -- large graphs (strict): a cost-aware, packing-aware start for one schedule -------------
-    relax_info: dict = {"ran": False, "runs": []}
+    relax_info: dict = {"ran": False}
     if large and strict and prepared and prepared[0][0] > 0 and prepared[0][5] is not None:
         # which schedule: the hint's (the best baseline's), whose plan already packs, else the
         # cheapest start. The cheapest start is not the best choice: on resnet50.train.after at
@@ -726,22 +714,19 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         # address-free start is 251 MiB against 217.6 from the hint's schedule; splitting the
         # share between both lost too much (bert_base.train.after M_R: 1185 against 1126 MiB)
         hinted = [i for i, x in enumerate(prepared) if x[2] == "hint" and x[5] is not None and x[0] > 0]
-        picks = hinted[:1] or [0]
-        relax_info["ran"] = True
-        relax_total = min(opts.time_limit_s * RELAX_SHARE, 0.5 * max(0.0, nominal_left))
-        nominal_left -= relax_total
-        for i in picks:
-            relax_s = relax_total
-            cost0, k0, name0, sched0, inst0, start0 = prepared[i]
-            say(f"ilp: address-free replacement start on {name0!r}, {relax_s:.1f} s nominal")
-            t_relax = time.perf_counter()
-            got = _relaxed_start(problem, inst0, start0, opts, relax_s * RELAX_DET_PER_S, say)
-            relax_info["runs"].append({"schedule": name0, "nominal_s": relax_s,
-                                       "wall_s": time.perf_counter() - t_relax, "before_bytes": cost0,
-                                       "after_bytes": None if got is None else got[1]})
-            if got is not None and got[1] < cost0:
-                prepared[i] = (got[1], k0, name0, sched0, inst0, got[0])
-        prepared.sort(key=lambda x: (x[0], x[1]))
+        i = hinted[0] if hinted else 0
+        relax_s = min(opts.time_limit_s * RELAX_SHARE, 0.5 * max(0.0, nominal_left))
+        nominal_left -= relax_s
+        cost0, k0, name0, sched0, inst0, start0 = prepared[i]
+        say(f"ilp: address-free replacement start on {name0!r}, {relax_s:.1f} s nominal")
+        t_relax = time.perf_counter()
+        got = _relaxed_start(problem, inst0, start0, opts, relax_s * RELAX_DET_PER_S, say)
+        relax_info = {"ran": True, "schedule": name0, "nominal_s": relax_s,
+                      "wall_s": time.perf_counter() - t_relax, "before_bytes": cost0,
+                      "after_bytes": None if got is None else got[1]}
+        if got is not None and got[1] < cost0:
+            prepared[i] = (got[1], k0, name0, sched0, inst0, got[0])
+            prepared.sort(key=lambda x: (x[0], x[1]))
     results: list[ScheduleResult] = []
     final: list[tuple[Plan, ScheduleResult | None]] = []
     # Budgets are split from the nominal time limit, never from elapsed wall time, so that the
