@@ -385,7 +385,9 @@ def _relaxed_start(problem: Problem, inst: Instance, hint: Assignment, opts: Ilp
         return None
     got, over = placed(a)
     if got is not None:
-        return got, _start_cost(problem, inst, got)
+        cost = _start_cost(problem, inst, got)
+        say(f"ilp: address-free replacement start: 1 solve, {cost:.0f} bytes")
+        return got, cost
     caps = [inst.capacity_units] * n
 
     def lowered(share: float) -> list[int]:
