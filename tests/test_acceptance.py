@@ -11,7 +11,7 @@ import pytest
 from memmap.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTERNAL = ROOT.parent / "shared" / "workloads" / "external"
+EXTERNAL = ROOT / "tests" / "data" / "external"   # copies of openxla/xla dumps (tests/data/SOURCES.md)
 INPUTS = [EXTERNAL / "ssd_mobilenet_tf.hlo", EXTERNAL / "graphsage_tf.hlo",
           ROOT / "examples" / "lstm.before.hlo", ROOT / "examples" / "small_cnn_train.after.hlo"]
 

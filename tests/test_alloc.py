@@ -16,7 +16,7 @@ from memmap.ilp.alloc import (AllocProblem, _branch_and_bound, _cpsat, _Ordering
                               solve_alloc)
 from memmap.ilp.alloc_cli import capacity_from_name, main
 
-CHALLENGING = Path(__file__).resolve().parents[1].parent / "shared" / "minimalloc" / "challenging"
+CHALLENGING = Path(__file__).resolve().parent / "data" / "minimalloc"   # google/minimalloc (tests/data/SOURCES.md)
 
 
 def _csv(tmp_path: Path, text: str, name: str = "p.csv") -> Path:
@@ -318,14 +318,12 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert capacity_from_name("A.1048576.csv") == 1048576 and capacity_from_name("a.csv") is None
 
 
-@pytest.mark.skipif(not CHALLENGING.is_dir(), reason="shared/minimalloc/challenging not present")
 def test_time_limit_without_answer_exits_4(capsys):
     # Greedy fails on E and the exact search needs far more than 1 ms: nothing is found.
     assert main([str(CHALLENGING / "E.1048576.csv"), "--time-limit", "0.001"]) == 4
     assert "time limit" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not CHALLENGING.is_dir(), reason="shared/minimalloc/challenging not present")
 @pytest.mark.parametrize("name", ["E.1048576.csv", "F.1048576.csv", "I.1048576.csv",
                                   "J.1048576.csv"])
 def test_challenging_benchmarks_end_to_end(tmp_path, name):

@@ -10,9 +10,9 @@ import pytest
 from memmap.ir import Graph, HloImportError, import_hlo
 from memmap.ir.hlo import benchmark_import
 
-# ../shared/ sits beside the repository (also in CI)
-EXTERNAL = sorted((Path(__file__).resolve().parents[2] / "shared" / "workloads" / "external").glob("*.hlo"))
-assert len(EXTERNAL) == 2, "expected the two external dumps in ../shared/workloads/external"
+# real TF-exported dumps from openxla/xla, copied into the repository (tests/data/SOURCES.md)
+EXTERNAL = sorted((Path(__file__).resolve().parent / "data" / "external").glob("*.hlo"))
+assert len(EXTERNAL) == 2, "expected the two external dumps in tests/data/external"
 
 SMALL = """HloModule small, input_output_alias={ {1}: (1, {}, may-alias) }
 
