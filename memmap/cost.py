@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 from collections import defaultdict
 
 from memmap.plan import Plan
@@ -208,3 +209,23 @@ def simulate(plan: Plan) -> dict:
         "modeled_time_s": end,
     })
     return metrics
+
+
+def memory_boundedness(problem: Problem, schedule) -> dict[int, float]:
+    """Value -> roofline seconds saved by having it in fast memory at every step that touches
+    it (all other values slow), divided by sqrt(allocated size)."""
+    g = problem.graph
+    tgt = problem.target
+    asz = problem.alloc_size
+    benefit: dict[int, float] = {}
+    for o in schedule:
+        op = g.ops[o]
+        total = sum(g.values[v].size_bytes for v in op.inputs + op.outputs)
+        compute = op.flops / tgt.compute_flops_per_s
+        slow_t = max(compute, total / tgt.offchip_bandwidth_bytes_per_s)
+        for v in problem.op_values[o]:
+            sz = g.values[v].size_bytes
+            fast_t = max(compute, (total - sz) / tgt.offchip_bandwidth_bytes_per_s
+                         + sz / tgt.onchip_bandwidth_bytes_per_s)
+            benefit[v] = benefit.get(v, 0.0) + max(0.0, slow_t - fast_t)
+    return {v: b / math.sqrt(asz[v]) for v, b in benefit.items()}

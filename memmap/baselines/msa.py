@@ -16,35 +16,14 @@ them; it compacts when fragmentation still gets in the way.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from memmap.baselines.engine import Booking, run_engine
+from memmap.cost import memory_boundedness
 from memmap.plan import Plan
 from memmap.problem import Problem
 from memmap.scheduling import live_ranges
 from memmap.static_alloc import best_fit_offset
-
-
-def memory_boundedness(problem: Problem, schedule) -> dict[int, float]:
-    """Value -> roofline seconds saved by having it in fast memory at every step that touches
-    it (all other values slow), divided by sqrt(allocated size)."""
-    g = problem.graph
-    tgt = problem.target
-    asz = problem.alloc_size
-    benefit: dict[int, float] = {}
-    for o in schedule:
-        op = g.ops[o]
-        total = sum(g.values[v].size_bytes for v in op.inputs + op.outputs)
-        compute = op.flops / tgt.compute_flops_per_s
-        slow_t = max(compute, total / tgt.offchip_bandwidth_bytes_per_s)
-        for v in problem.op_values[o]:
-            sz = g.values[v].size_bytes
-            fast_t = max(compute, (total - sz) / tgt.offchip_bandwidth_bytes_per_s
-                         + sz / tgt.onchip_bandwidth_bytes_per_s)
-            benefit[v] = benefit.get(v, 0.0) + max(0.0, slow_t - fast_t)
-    return {v: b / math.sqrt(asz[v]) for v, b in benefit.items()}
 
 
 def plan_reservations(problem: Problem, schedule) -> list[Booking]:
