@@ -27,9 +27,10 @@ Rules (docs/rl.md has the long form):
   chunks at the touch step alone, smallest first; duplicates dropped; the first ``num_offsets``.
   Strict mode also keeps the canonical slots of the step's later items free (the step's values
   packed from offset 0, larger first), so a legal action always exists.
-* Undecided items are slow. So every state decodes to a plan (tiered: a valid one), and a
-  produced value created in the scratchpad is spilled (written back, for outputs) at its
-  creation step when a later touch is not a keep.
+* Undecided items are slow. A produced value created in the scratchpad is written back at its
+  creation step when it is an output, and spilled there when a *decided* later touch is not a
+  keep (slow or fetched): the copy is charged to the decision that needs it, not before.
+  Terminal states (both modes) decode to plans the verifier accepts.
 * Reward: ``(T(before) - T(after)) / T0`` where ``T`` is the modelled time (``memmap.cost``'s
   roofline + DMA-queue model, computed here exactly) of the decoded state and ``T0`` the time with
   nothing in the scratchpad. The return of an episode is ``1 - T_final / T0``.
@@ -309,8 +310,10 @@ def _transfers(inst: GameInstance, dec: np.ndarray, start: np.ndarray):
     loads = (fetch[lo], lstep[lo], lkind[lo], inst.item_step[fetch][lo])
     created = np.flatnonzero((dec == D_FAST) & inst.item_creation)
     end = _chains(inst, dec)[created]
-    # a copy is needed for outputs, and when the keep chain stops before the value's last touch
-    need = inst.item_output[created] | ~inst.item_last[end]
+    # a copy is needed for outputs, and when the keep chain stops before a *decided* later
+    # touch (slow or fetched); undecided later touches charge nothing yet
+    after = np.minimum(end + 1, inst.num_items - 1)
+    need = inst.item_output[created] | (~inst.item_last[end] & (dec[after] != UNDECIDED))
     created, end = created[need], end[need]
     wkind = inst.item_output[created].astype(np.int64)
     wstep = inst.item_step[created]
@@ -491,8 +494,8 @@ def step(inst: GameInstance, state: GameState, action: int, opts: Options | None
 # -- decoding ---------------------------------------------------------------------------------
 
 def decode(inst: GameInstance, state: GameState, *, solver: str = "rl", info: dict | None = None) -> Plan:
-    """The plan a state stands for (undecided items slow). Terminal states of both modes, and
-    every tiered state, give plans the verifier accepts."""
+    """The plan a state stands for (undecided items slow). Terminal states of both modes give
+    plans the verifier accepts (a partial state may lack a spill a later touch will need)."""
     dec, off, st = state.decision, state.offset, state.start
     res: list[Residency] = []
     cur = None   # [value, start, end, offset]

@@ -49,15 +49,18 @@ def test_random_episodes_verify_and_match_cost_model(mode):
         assert ret == pytest.approx(1.0 - s.time_s / inst.time0_s, abs=1e-12)
 
 
-def test_every_tiered_state_is_a_valid_plan():
+def test_greedy_episodes_verify_and_start_from_the_all_slow_plan():
     for seed in range(15):
-        p = _problem(seed, "tiered")
-        inst = game.make_instance(p)
-        s = game.initial_state(inst)
-        assert simulate(game.decode(inst, s))["modeled_time_s"] == pytest.approx(inst.time0_s, rel=1e-12)
-        while not game.is_terminal(inst, s):
-            s, _ = game.step(inst, s, game.greedy_action(inst, s))
-            assert verify_plan(game.decode(inst, s)).ok
+        for mode in ("tiered", "strict"):
+            inst = game.make_instance(_problem(seed, mode))
+            s = game.initial_state(inst)
+            if mode == "tiered":
+                assert simulate(game.decode(inst, s))["modeled_time_s"] == pytest.approx(inst.time0_s, rel=1e-12)
+            while not game.is_terminal(inst, s):
+                s, _ = game.step(inst, s, game.greedy_action(inst, s))
+            plan = game.decode(inst, s)
+            assert verify_plan(plan).ok
+            assert simulate(plan)["modeled_time_s"] == pytest.approx(s.time_s, rel=1e-12)
 
 
 def test_strict_has_no_slow_action_and_tiered_does():
