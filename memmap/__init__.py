@@ -21,6 +21,20 @@ from memmap.verify import VerifyResult, verify_plan
 
 __version__ = "0.1.0"
 
+
+def _register_envs() -> None:
+    """Register ``memmap/MallocGame-v0`` with Gymnasium (by entry point: nothing of memmap.rl,
+    jax or haiku is imported until the env is made)."""
+    try:
+        import gymnasium
+    except ImportError:  # pragma: no cover - gymnasium is a dependency
+        return
+    if "memmap/MallocGame-v0" not in gymnasium.registry:
+        gymnasium.register(id="memmap/MallocGame-v0", entry_point="memmap.rl.env:MallocGameEnv")
+
+
+_register_envs()
+
 __all__ = [
     "BadInputError", "Budgets", "Graph", "GraphBuilder", "InfeasibleError", "MemmapError", "PRESETS",
     "Plan", "PlanError", "Problem", "Residency", "SolverTimeoutError", "Target", "Transfer",
