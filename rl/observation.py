@@ -104,7 +104,7 @@ def _values(inst: game.GameInstance, state: game.GameState, max_values: int) -> 
     return out
 
 
-def _candidates(inst: game.GameInstance, state: game.GameState, opts: game.Options) -> np.ndarray:
+def _candidates(inst: game.GameInstance, state: game.GameState, opts: game.Options, successors=None) -> np.ndarray:
     A = len(opts.mask)
     out = np.zeros((A, CANDIDATE_FEATURES), dtype=np.float32)
     if game.is_terminal(inst, state):
@@ -119,16 +119,20 @@ def _candidates(inst: game.GameInstance, state: game.GameState, opts: game.Optio
             out[a, 1] = opts.offset[a] / cap
             out[a, 2] = max(0, opts.chunk_bytes[a] - inst.item_alloc[i]) / cap
             out[a, 3] = 1.0 if t == want else (t - opts.start[a]) / (t - want)
-        _, r = game.step(inst, state, int(a), opts)
+        nxt, r = game.step(inst, state, int(a), opts)
+        if successors is not None:
+            successors[int(a)] = (nxt, r)
         out[a, 4] = np.clip(r * inst.num_moves, -8.0, 8.0)
     return out
 
 
 def observe(inst: game.GameInstance, state: game.GameState, opts: game.Options, *,
-            max_values: int) -> dict[str, np.ndarray]:
-    """The observation dict of ``state`` (``opts``: its :func:`memmap.rl.game.options`)."""
+            max_values: int, successors: dict | None = None) -> dict[str, np.ndarray]:
+    """The observation dict of ``state`` (``opts``: its :func:`memmap.rl.game.options`).
+    ``successors``, when given, receives ``action -> (next_state, reward)`` of every legal
+    action (computed anyway for the candidates' immediate savings)."""
     return {"values": _values(inst, state, max_values), "occupancy": _occupancy(inst, state),
-            "current": _current(inst, state), "candidates": _candidates(inst, state, opts)}
+            "current": _current(inst, state), "candidates": _candidates(inst, state, opts, successors)}
 
 
 POOL = 4   # the agent sees the occupancy image average-pooled by POOL x POOL
