@@ -47,13 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--target", help="target preset (npu-4mib, tpu-cmem-32mib, fusemax)")
     o.add_argument("--scratchpad", help="scratchpad capacity, e.g. 4MiB, 512KiB, 1048576 (overrides the preset's)")
     o.add_argument("--mode", choices=["strict", "tiered"], default="strict")
-    o.add_argument("--solver", default="best", help="msa, belady, minpeak, ... or best (all, keep the best)")
+    o.add_argument("--solver", default="best", help="msa, belady, minpeak, ilp, rl, or best (all, keep the best)")
     o.add_argument("--time-limit", type=float, default=60.0, help="seconds per solver (default 60)")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--workers", type=int, default=2,
                    help="CP-SAT threads for the ilp solver (default 2); same seed and workers give the same plan")
     o.add_argument("--activations-only", action="store_true",
                    help="parameters and constants stay off-chip (COSMA's activations-only setting)")
+    o.add_argument("--checkpoint", help="rl solver: a memmap-train checkpoint (default: the shipped one)")
+    o.add_argument("--simulations", type=int, help="rl solver: search simulations per move (0: no search)")
     o.add_argument("-o", "--outdir", required=True, help="directory for plan.json, report.md, timeline.png")
     o.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
     o.add_argument("--no-plot", action="store_true", help="skip timeline.png")
@@ -99,10 +101,15 @@ def cmd_optimize(args) -> int:
     check_output_dir(outdir, inputs)
     console = _progress()
     t0 = time.perf_counter()
+    solver_options = None
+    if args.checkpoint is not None or args.simulations is not None:
+        from memmap.rl.solver import RLSolverOptions
+
+        solver_options = {"rl": RLSolverOptions(checkpoint=args.checkpoint, simulations=args.simulations)}
     with console.status("importing done; solving...") as status:
         plan = optimize(graph, target=args.target, scratchpad=args.scratchpad, mode=args.mode,
                         solver=args.solver, time_limit_s=args.time_limit, seed=args.seed,
-                        activations_only=args.activations_only, workers=args.workers,
+                        activations_only=args.activations_only, workers=args.workers, solver_options=solver_options,
                         progress=lambda msg: status.update(f"{msg} ({time.perf_counter() - t0:.1f} s)"))
     outdir.mkdir(parents=True, exist_ok=True)
     plan_path = outdir / "plan.json"

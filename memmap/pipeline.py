@@ -64,9 +64,11 @@ def _ranking_key(mode: str):
 
 
 def run_solver(problem: Problem, name: str, *, seed: int = 0, time_limit_s: float = 60.0,
-               prefetch: bool = True, workers: int = 2, progress: ProgressFn | None = None) -> Plan:
+               prefetch: bool = True, workers: int = 2, progress: ProgressFn | None = None,
+               solver_options: dict | None = None) -> Plan:
     """Run one solver, hoist its prefetches, verify and score the plan. ``workers``: solver
-    threads (CP-SAT; the heuristics are single-threaded)."""
+    threads (CP-SAT; the heuristics are single-threaded). ``solver_options``: solver name -> its
+    options object (``rl``: ``memmap.rl.solver.RLSolverOptions``)."""
     if workers < 1:
         raise BadInputError(f"workers must be >= 1, got {workers}")
     try:
@@ -74,7 +76,8 @@ def run_solver(problem: Problem, name: str, *, seed: int = 0, time_limit_s: floa
     except KeyError:
         raise BadInputError(f"unknown solver {name!r}; available: {', '.join(sorted(SOLVERS))}, best") from None
     t0 = time.perf_counter()
-    plan = fn(problem, seed=seed, time_limit_s=time_limit_s, workers=workers, progress=progress)
+    extra = {"options": solver_options[name]} if solver_options and name in solver_options else {}
+    plan = fn(problem, seed=seed, time_limit_s=time_limit_s, workers=workers, progress=progress, **extra)
     if prefetch:
         plan = hoist_prefetches(plan)
     plan.solve_time_s = time.perf_counter() - t0
@@ -87,7 +90,8 @@ def run_solver(problem: Problem, name: str, *, seed: int = 0, time_limit_s: floa
 
 def optimize(graph: Graph, *, target: str | Target | None = None, scratchpad: str | int | None = None,
              mode: str = "strict", solver: str = "best", time_limit_s: float = 60.0, seed: int = 0,
-             activations_only: bool = False, progress: ProgressFn | None = None, workers: int = 2) -> Plan:
+             activations_only: bool = False, progress: ProgressFn | None = None, workers: int = 2,
+             solver_options: dict | None = None) -> Plan:
     """Plan ``graph`` for a target: schedule, scratchpad offsets, spills/reloads/prefetches.
 
     ``solver="best"`` runs every registered solver and keeps the best verified plan (strict:
@@ -113,7 +117,7 @@ def optimize(graph: Graph, *, target: str | Target | None = None, scratchpad: st
             progress(f"solving with {name}")
         try:
             plans.append(run_solver(problem, name, seed=seed, time_limit_s=time_limit_s, workers=workers,
-                                    progress=progress))
+                                    progress=progress, solver_options=solver_options))
         except InfeasibleError:
             raise
         except MemmapError as e:

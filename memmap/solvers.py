@@ -1,7 +1,7 @@
 """Solver registry: name -> function(problem, *, seed, time_limit_s, workers, progress) -> Plan.
 
 Solvers are looked up by the names the CLI exposes (``msa``, ``belady``, ``minpeak``; later
-issues add ``ilp`` and ``rl``). A solver returns an unverified plan or raises
+``ilp``, ``rl``). A solver returns an unverified plan or raises
 :class:`~memmap.errors.InfeasibleError`; the pipeline verifies and scores every plan."""
 
 from __future__ import annotations
@@ -67,7 +67,17 @@ def _ilp(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None, 
                      start_plan=lambda sched: solve_belady(problem, schedule=sched))
 
 
-SOLVERS: dict[str, SolverFn] = {"msa": _msa, "belady": _belady, "minpeak": _minpeak, "ilp": _ilp}
+def _rl(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None, workers: int = 1,
+        progress=None, options=None) -> Plan:
+    """mallocGame played by the shipped (or ``options.checkpoint``) MuZero-style agent with search
+    (memmap.rl.solver; docs/rl.md). It finishes within ``time_limit_s``: search stops at 60% of it,
+    the episode is completed without the network past 85%."""
+    from memmap.rl.solver import solve_rl
+
+    return solve_rl(problem, seed=seed, time_limit_s=time_limit_s, options=options, progress=progress)
+
+
+SOLVERS: dict[str, SolverFn] = {"msa": _msa, "belady": _belady, "minpeak": _minpeak, "ilp": _ilp, "rl": _rl}
 BASELINES: tuple[str, ...] = ("msa", "belady", "minpeak")
 
 

@@ -205,20 +205,33 @@ class Agent:
 
     # -- playing --------------------------------------------------------------------------
     def play(self, params, rng, insts: list[game.GameInstance], *, search: bool = True, gumbel_scale: float = 1.0,
-             num_simulations: int | None = None, deadline: float | None = None, stop=None) -> tuple[list[Trajectory], dict]:
+             num_simulations: int | None = None, deadline: float | None = None, finish_deadline: float | None = None,
+             stop=None) -> tuple[list[Trajectory], dict]:
         """Play one episode per instance, in lockstep (one batched search per move).
 
         ``deadline`` (``time.monotonic()`` value): past it, the remaining moves use the
-        network's prior without search. ``stop()`` returning True aborts (returns ``[]``).
-        Returns the trajectories and counters (``moves``, ``simulations``, ``transitions``)."""
+        network's prior without search. Past ``finish_deadline`` the games are finished at once
+        without observations: slow memory where legal, else the first (best-fit) offset.
+        ``stop()`` returning True aborts (returns ``[]``). Returns the trajectories and counters
+        (``moves``, ``simulations``, ``transitions``, ``finished_fast``)."""
         B = len(insts)
         nodes = [_Node(inst, game.initial_state(inst)) for inst in insts]
         recs = [dict(obs=[], mask=[], action=[], reward=[], policy=[], value=[]) for _ in range(B)]
         sims = self.cfg.num_simulations if num_simulations is None else num_simulations
-        counters = {"moves": 0, "simulations": 0, "transitions": 0}
+        counters = {"moves": 0, "simulations": 0, "transitions": 0, "finished_fast": 0}
         while True:
             live = [b for b in range(B) if not game.is_terminal(nodes[b].inst, nodes[b].state)]
             if not live:
+                break
+            if finish_deadline is not None and time.monotonic() >= finish_deadline:
+                for b in live:
+                    inst, st = nodes[b].inst, nodes[b].state
+                    while not game.is_terminal(inst, st):
+                        o = game.options(inst, st)
+                        st, _ = game.step(inst, st, int(np.flatnonzero(o.mask)[0]), o)
+                        counters["finished_fast"] += 1
+                    nodes[b] = _Node.__new__(_Node)
+                    nodes[b].inst, nodes[b].state = inst, st
                 break
             if stop is not None and stop():
                 return [], counters

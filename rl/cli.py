@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ray", action="store_true", help="self-play in Ray actors (pip install 'memmap[ray]')")
     ap.add_argument("--ray-actors", type=int, default=2)
     ap.add_argument("--ray-cpus", type=int, default=None, help="num_cpus for ray.init (default: all)")
+    ap.add_argument("--export-policy", metavar="FILE",
+                    help="write OUT/checkpoint.npz's configuration and parameters (no optimiser, no replay) to FILE "
+                         "for memmap optimize --solver rl --checkpoint FILE, and exit")
     ap.add_argument("--quiet", action="store_true", help="no progress display")
     ap.add_argument("--debug", action="store_true", help="tracebacks on errors")
     return ap
@@ -83,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     out = Path(args.out)
+    if args.export_policy:
+        from memmap.rl.train import export_policy
+
+        try:
+            meta = export_policy(out / "checkpoint.npz", args.export_policy)
+        except ValueError as e:
+            print(f"{prog}: error: {str(e).splitlines()[0]}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"policy at step {meta.get('step')} -> {args.export_policy}")
+        return EXIT_OK
     if out.exists() and not out.is_dir():
         print(f"{prog}: error: {out}: exists and is not a directory", file=sys.stderr)
         return EXIT_BAD_INPUT

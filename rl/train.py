@@ -30,7 +30,7 @@ from memmap.rl.learner import Learner, LearnerConfig, Replay
 CHECKPOINT = "checkpoint.npz"
 INSTANCE_SOURCES = ("train", "random", "mixed")
 
-__all__ = ["TrainConfig", "train", "save_checkpoint", "load_checkpoint", "load_policy", "Interrupted",
+__all__ = ["TrainConfig", "train", "save_checkpoint", "load_checkpoint", "load_policy", "export_policy", "Interrupted",
            "INSTANCE_SOURCES", "CHECKPOINT"]
 
 
@@ -188,6 +188,15 @@ def load_checkpoint(path: Path):
     params = _unflatten_params(arrays)
     opt_leaves = [arrays[k] for k in sorted(k for k in arrays if k.startswith("opt/"))]
     return cfg, params, opt_leaves, arrays, meta
+
+
+def export_policy(src, dst) -> dict:
+    """Write only the configuration, parameters and counters of checkpoint ``src`` to ``dst``
+    (what the ``rl`` solver needs; no optimiser state or replay). Returns the metadata."""
+    cfg, params, _, _, meta = load_checkpoint(Path(src))
+    keep = {k: meta[k] for k in ("step", "iteration", "episodes", "wall_s", "cpu_s") if k in meta}
+    save_checkpoint(Path(dst), cfg, params, None, None, keep)
+    return keep
 
 
 def load_policy(path) -> tuple[Agent, dict]:

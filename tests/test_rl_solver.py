@@ -1,0 +1,81 @@
+"""``--solver rl``: verified plans in both modes, the time budget, CLI options, the shipped
+checkpoint."""
+
+import json
+import time
+
+import jax
+import pytest
+
+from memmap.cli import main as memmap_main
+from memmap.ir.synthetic import random_graph
+from memmap.pipeline import optimize, run_solver
+from memmap.problem import Problem, Target
+from memmap.rl.agent import AgentConfig
+from memmap.rl.solver import RLSolverOptions, default_checkpoint
+from memmap.rl.train import TrainConfig, save_checkpoint, _agent_and_learner
+from memmap.solvers import SOLVERS
+from memmap.verify import verify_plan
+
+TGT = Target("t", 16384, alignment_bytes=64, offchip_bandwidth_bytes_per_s=1e9,
+             onchip_bandwidth_bytes_per_s=1e10, compute_flops_per_s=1e12)
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    cfg = TrainConfig(steps=1, agent=AgentConfig(hidden=16, latent=8, num_simulations=2))
+    agent, _ = _agent_and_learner(cfg)
+    path = tmp_path_factory.mktemp("policy") / "p.npz"
+    save_checkpoint(path, cfg, agent.init(jax.random.PRNGKey(0)), None, None, {"step": 0})
+    return str(path)
+
+
+def test_rl_is_registered_and_plans_verify(policy):
+    assert "rl" in SOLVERS
+    g = random_graph(4, num_ops=12, max_size_bytes=4096)
+    for mode in ("tiered", "strict"):
+        p = Problem(g, TGT.with_capacity(max(16384, Problem(g, TGT, "strict").m_r_bytes)), mode)
+        plan = run_solver(p, "rl", solver_options={"rl": RLSolverOptions(checkpoint=policy)})
+        assert plan.solver == "rl" and verify_plan(plan).ok
+        assert plan.info["searched_moves"] == plan.info["moves"]
+        again = run_solver(p, "rl", solver_options={"rl": RLSolverOptions(checkpoint=policy)})
+        assert again.residencies == plan.residencies
+
+
+def test_time_budget_finishes_without_search(policy):
+    g = random_graph(5, num_ops=30, max_size_bytes=4096)
+    p = Problem(g, TGT, "tiered")
+    t0 = time.monotonic()
+    plan = run_solver(p, "rl", time_limit_s=0.0, solver_options={"rl": RLSolverOptions(checkpoint=policy)})
+    assert time.monotonic() - t0 < 30
+    assert verify_plan(plan).ok and plan.info["searched_moves"] == 0
+    assert plan.info["finished_without_network"] == plan.info["moves"]
+
+
+def test_best_includes_rl(policy):
+    g = random_graph(6, num_ops=10, max_size_bytes=4096)
+    plan = optimize(g, target=TGT, mode="tiered", solver="best", time_limit_s=10,
+                    solver_options={"rl": RLSolverOptions(checkpoint=policy, simulations=2)})
+    assert "rl" in {row["solver"] for row in plan.info["comparison"]}
+
+
+def test_cli_options(policy, tmp_path, capsys):
+    args = ["optimize", "examples/small_cnn_train.after.hlo", "--scratchpad", "512KiB", "--mode", "tiered",
+            "--solver", "rl", "--checkpoint", policy, "--simulations", "1", "--no-plot", "--json", "-o", str(tmp_path)]
+    assert memmap_main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["solver"] == "rl"
+    bad = list(args)
+    bad[bad.index(policy)] = str(tmp_path / "missing.npz")
+    assert memmap_main(bad) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    neg = list(args)
+    neg[neg.index("--simulations") + 1] = "-1"
+    assert memmap_main(neg) == 2
+
+
+def test_shipped_checkpoint_plays():
+    assert default_checkpoint().is_file()
+    g = random_graph(7, num_ops=8, max_size_bytes=4096)
+    plan = run_solver(Problem(g, TGT, "tiered"), "rl", solver_options={"rl": RLSolverOptions(simulations=1)})
+    assert verify_plan(plan).ok
