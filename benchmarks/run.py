@@ -167,7 +167,7 @@ def summary_markdown(rows, solvers) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTION_ORDER = ("mapping", "fusemax", "alloc", "ilp")
+SECTION_ORDER = ("mapping", "fusemax", "alloc", "ilp", "rl")
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -187,7 +187,7 @@ def write_results(path: Path, new_sections: dict[str, str]) -> None:
     text = ["# Benchmark results", "",
             "Sections are regenerated independently: `python benchmarks/run.py` (memory mapping), "
             "`python benchmarks/run.py --sections fusemax`, `python benchmarks/alloc_bench.py` via "
-            "`python benchmarks/run.py --sections alloc`.", ""]
+            "`python benchmarks/run.py --sections alloc`, `python benchmarks/rl_bench.py` (rl).", ""]
     for name in SECTION_ORDER:
         if name in old:
             text.append(f"<!-- section:{name} -->\n{old[name].rstrip()}\n")
