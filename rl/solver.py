@@ -2,11 +2,16 @@
 
 ``solve_rl(problem, seed=, time_limit_s=, options=RLSolverOptions(checkpoint, simulations))``.
 The checkpoint defaults to the one shipped in the package (``memmap/rl/data/checkpoints/``).
-The schedule is the graph's default schedule. Time budget: search runs while less than 60% of
-``time_limit_s`` is spent (moves after that use the network's prior without search), and past
-85% the episode is finished at once (slow memory where legal, else the first offset), so the
-solver returns within the limit plus the time to decode. Deterministic (Gumbel noise off) unless
-the budget cuts the search short.
+The schedule is the graph's default schedule.
+
+Time budget, decided from *nominal* costs so that the plan does not depend on the machine's
+speed (as the ILP's deterministic time limit): with ``B = 0.6 * time_limit_s``, the agent
+searches every move when ``B >= JAX_ALLOWANCE_S + moves * (SEARCH_MOVE_S + sims * SIM_S)``,
+else plays the network's prior without search when ``B >= JAX_ALLOWANCE_S + moves * PRIOR_MOVE_S``,
+else plays the greedy one-step policy without the network (no JAX at all). A wall-clock safety
+net finishes the episode at once (slow memory where legal, else the first candidate) past 85% of
+the limit, so the solver returns in time even on a machine far slower than the nominal costs.
+No Gumbel noise: the same input, options and seed give the same plan unless the safety net fires.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+
+import numpy as np
 from importlib import resources
 from pathlib import Path
 
@@ -22,8 +29,12 @@ from memmap.plan import Plan
 from memmap.problem import Problem
 
 SHIPPED = "tiered-v0.npz"
+JAX_ALLOWANCE_S = 20.0   # importing jax and compiling the networks and the search, nominal
+PRIOR_MOVE_S = 0.003     # one move without search (observation + network), nominal
+SEARCH_MOVE_S = 0.003    # one move with search, besides its simulations, nominal
+SIM_S = 0.0015           # one simulation (a true game transition + the networks), nominal
 
-__all__ = ["RLSolverOptions", "solve_rl", "default_checkpoint"]
+__all__ = ["RLSolverOptions", "solve_rl", "default_checkpoint", "plan_policy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +57,22 @@ def default_checkpoint() -> Path:
 
 
 @functools.lru_cache(maxsize=4)
+def _config(path: str):
+    """``(num_simulations, num_offsets)`` of a checkpoint (numpy only: no JAX import)."""
+    import json
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+        agent = meta["config"]["agent"]
+        return int(agent["num_simulations"]), int(agent["num_offsets"])
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise BadInputError(f"{path}: not a memmap-train checkpoint ({type(e).__name__}: {e})") from None
+
+
+@functools.lru_cache(maxsize=4)
 def _policy(path: str):
     from memmap.rl.train import load_policy
 
@@ -55,10 +82,35 @@ def _policy(path: str):
         raise BadInputError(str(e)) from None
 
 
+def plan_policy(moves: int, sims: int, time_limit_s: float | None) -> str:
+    """``search``, ``prior`` or ``greedy`` from the nominal costs (module docstring)."""
+    if time_limit_s is None:
+        return "search" if sims > 0 else "prior"
+    budget = 0.6 * time_limit_s
+    if sims > 0 and budget >= JAX_ALLOWANCE_S + moves * (SEARCH_MOVE_S + sims * SIM_S):
+        return "search"
+    if budget >= JAX_ALLOWANCE_S + moves * PRIOR_MOVE_S:
+        return "prior"
+    return "greedy"
+
+
+def _finish(inst, state, counters, finish):
+    """Greedy one-step play; past ``finish`` the rest is decided at once (slow where legal)."""
+    from memmap.rl import game
+
+    while not game.is_terminal(inst, state):
+        o = game.options(inst, state)
+        if finish is not None and time.monotonic() >= finish:
+            a = int(np.flatnonzero(o.mask)[0])
+            counters["finished_fast"] += 1
+        else:
+            a = game.greedy_action(inst, state, o)
+        state, _ = game.step(inst, state, a, o)
+    return state
+
+
 def solve_rl(problem: Problem, *, seed: int = 0, time_limit_s: float | None = None,
              options: RLSolverOptions | None = None, progress=None) -> Plan:
-    import jax
-
     from memmap.rl import game
 
     t0 = time.monotonic()
@@ -67,23 +119,26 @@ def solve_rl(problem: Problem, *, seed: int = 0, time_limit_s: float | None = No
     path = Path(opts.checkpoint) if opts.checkpoint else default_checkpoint()
     if not path.is_file():
         raise BadInputError(f"{path}: no RL checkpoint (train one with memmap-train, pass --checkpoint)")
-    agent, params = _policy(str(path))
-    sims = agent.cfg.num_simulations if opts.simulations is None else opts.simulations
-    inst = game.make_instance(problem, num_offsets=agent.cfg.num_offsets)
-    deadline = finish = None
-    if time_limit_s is not None:
-        deadline = t0 + 0.6 * time_limit_s
-        finish = t0 + 0.85 * time_limit_s
+    ck_sims, num_offsets = _config(str(path))
+    sims = ck_sims if opts.simulations is None else opts.simulations
+    inst = game.make_instance(problem, num_offsets=num_offsets)
+    finish = None if time_limit_s is None else t0 + 0.85 * time_limit_s
+    policy = plan_policy(inst.num_moves, sims, time_limit_s)
     if progress:
-        progress(f"rl: {inst.num_moves} moves, {sims} simulations each")
-    if inst.num_moves:
+        progress(f"rl: {inst.num_moves} moves, policy {policy}" + (f", {sims} simulations each" if policy == "search" else ""))
+    counters = {"moves": 0, "simulations": 0, "finished_fast": 0}
+    state = game.initial_state(inst)
+    if inst.num_moves and policy in ("search", "prior"):
+        import jax
+
+        agent, params = _policy(str(path))
         trs, counters = agent.play(params, jax.random.PRNGKey(seed), [inst], gumbel_scale=0.0, num_simulations=sims,
-                                   search=sims > 0, deadline=deadline, finish_deadline=finish)
+                                   search=policy == "search", finish_deadline=finish)
         state = trs[0].state
-    else:
-        state, counters = game.initial_state(inst), {"moves": 0, "simulations": 0, "finished_fast": 0}
-    info = {"checkpoint": str(path), "simulations": sims, "moves": inst.num_moves,
-            "searched_moves": counters["simulations"] // sims if sims else 0,
+    elif inst.num_moves:
+        state = _finish(inst, state, counters, finish)
+    info = {"checkpoint": str(path), "policy": policy, "simulations": sims if policy == "search" else 0,
+            "moves": inst.num_moves, "searched_moves": counters["simulations"] // sims if sims else 0,
             "finished_without_network": counters.get("finished_fast", 0), "game_time_s": state.time_s,
             "all_slow_time_s": inst.time0_s}
     return game.decode(inst, state, solver="rl", info=info)

@@ -12,7 +12,7 @@ from memmap.ir.synthetic import random_graph
 from memmap.pipeline import optimize, run_solver
 from memmap.problem import Problem, Target
 from memmap.rl.agent import AgentConfig
-from memmap.rl.solver import RLSolverOptions, default_checkpoint
+from memmap.rl.solver import RLSolverOptions, default_checkpoint, plan_policy
 from memmap.rl.train import TrainConfig, save_checkpoint, _agent_and_learner
 from memmap.solvers import SOLVERS
 from memmap.verify import verify_plan
@@ -36,25 +36,33 @@ def test_rl_is_registered_and_plans_verify(policy):
     for mode in ("tiered", "strict"):
         p = Problem(g, TGT.with_capacity(max(16384, Problem(g, TGT, "strict").m_r_bytes)), mode)
         plan = run_solver(p, "rl", solver_options={"rl": RLSolverOptions(checkpoint=policy)})
-        assert plan.solver == "rl" and verify_plan(plan).ok
+        assert plan.solver == "rl" and verify_plan(plan).ok and plan.info["policy"] == "search"
         assert plan.info["searched_moves"] == plan.info["moves"]
         again = run_solver(p, "rl", solver_options={"rl": RLSolverOptions(checkpoint=policy)})
         assert again.residencies == plan.residencies
 
 
-def test_time_budget_finishes_without_search(policy):
+def test_time_budget_tiers_and_safety_net(policy):
+    assert plan_policy(100, 8, None) == "search"
+    assert plan_policy(100, 8, 60.0) == "search"
+    assert plan_policy(100, 8, 34.0) == "prior"
+    assert plan_policy(100, 8, 5.0) == "greedy"
     g = random_graph(5, num_ops=30, max_size_bytes=4096)
     p = Problem(g, TGT, "tiered")
     t0 = time.monotonic()
     plan = run_solver(p, "rl", time_limit_s=0.0, solver_options={"rl": RLSolverOptions(checkpoint=policy)})
     assert time.monotonic() - t0 < 30
-    assert verify_plan(plan).ok and plan.info["searched_moves"] == 0
+    assert verify_plan(plan).ok and plan.info["searched_moves"] == 0 and plan.info["policy"] == "greedy"
     assert plan.info["finished_without_network"] == plan.info["moves"]
+    # a small budget plays the greedy policy without jax, deterministically
+    a = run_solver(p, "rl", time_limit_s=5.0, solver_options={"rl": RLSolverOptions(checkpoint=policy)})
+    b = run_solver(p, "rl", time_limit_s=5.0, solver_options={"rl": RLSolverOptions(checkpoint=policy)})
+    assert a.info["policy"] == "greedy" and a.residencies == b.residencies and verify_plan(a).ok
 
 
 def test_best_includes_rl(policy):
     g = random_graph(6, num_ops=10, max_size_bytes=4096)
-    plan = optimize(g, target=TGT, mode="tiered", solver="best", time_limit_s=10,
+    plan = optimize(g, target=TGT, mode="tiered", solver="best", time_limit_s=60,
                     solver_options={"rl": RLSolverOptions(checkpoint=policy, simulations=2)})
     assert "rl" in {row["solver"] for row in plan.info["comparison"]}
 
