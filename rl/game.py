@@ -59,8 +59,8 @@ MAX_PREFETCH_STEPS = 64
 UNDECIDED, D_SLOW, D_FAST, D_KEEP = -1, 0, 1, 2
 
 __all__ = ["GameInstance", "GameState", "Options", "make_instance", "initial_state", "options",
-           "step", "is_terminal", "decode", "modelled_time", "num_actions", "SLOW", "KEEP",
-           "FIRST_OFFSET"]
+           "step", "is_terminal", "decode", "modelled_time", "num_actions", "current_item", "greedy_action",
+           "SLOW", "KEEP", "FIRST_OFFSET"]
 
 
 def num_actions(num_offsets: int = DEFAULT_NUM_OFFSETS) -> int:
@@ -160,6 +160,7 @@ def make_instance(problem: Problem, *, num_offsets: int = DEFAULT_NUM_OFFSETS,
     compute = np.array([g.ops[o].flops / tgt.compute_flops_per_s for o in sched], dtype=np.float64)
     sbytes = np.array([sum(g.values[v].size_bytes for v in g.ops[o].inputs + g.ops[o].outputs)
                        for o in sched], dtype=np.int64)
+    # the same float operations as memmap.cost.step_times with nothing fast
     base = np.maximum(compute, np.zeros(n) / tgt.onchip_bandwidth_bytes_per_s
                       + sbytes / tgt.offchip_bandwidth_bytes_per_s)
     prio = memory_boundedness(problem, sched)
@@ -216,7 +217,7 @@ def make_instance(problem: Problem, *, num_offsets: int = DEFAULT_NUM_OFFSETS,
     else:
         band = np.zeros(N, dtype=np.int64)
         firsts = np.flatnonzero(ifirst)
-        lengths = il[firsts] - np.where(ic[firsts], it[firsts], it[firsts])
+        lengths = il[firsts] - it[firsts]
         vals = iv[firsts]
         keyed = sorted(range(len(firsts)), key=lambda j: (-prio.get(int(vals[j]), 0.0), -alloc[firsts[j]],
                                                            lengths[j], vals[j]))
@@ -244,6 +245,16 @@ def make_instance(problem: Problem, *, num_offsets: int = DEFAULT_NUM_OFFSETS,
 # -- the cost model, exactly as memmap.cost.simulate on the decoded plan ----------------------
 
 @jit
+def _earliest(eng):
+    """Index of the DMA queue that frees first (heapq's pop in memmap.cost.simulate)."""
+    k = 0
+    for e in range(1, len(eng)):
+        if eng[e] < eng[k]:
+            k = e
+    return k
+
+
+@jit
 def _dma_time(op_time, l_step, l_size, l_use, w_step, w_size, w_dead, engines, dma_bw):
     n = len(op_time)
     eng = np.zeros(engines)
@@ -256,10 +267,7 @@ def _dma_time(op_time, l_step, l_size, l_use, w_step, w_size, w_dead, engines, d
     nw = len(w_step)
     for t in range(n):
         while li < nl and l_step[li] == t:
-            k = 0
-            for e in range(1, engines):
-                if eng[e] < eng[k]:
-                    k = e
+            k = _earliest(eng)
             done = max(now, eng[k]) + l_size[li] / dma_bw
             eng[k] = done
             u = l_use[li]
@@ -270,10 +278,7 @@ def _dma_time(op_time, l_step, l_size, l_use, w_step, w_size, w_dead, engines, d
             now = due[t]
         now += op_time[t]
         while wi < nw and w_step[wi] == t:
-            k = 0
-            for e in range(1, engines):
-                if eng[e] < eng[k]:
-                    k = e
+            k = _earliest(eng)
             done = max(now, eng[k]) + w_size[wi] / dma_bw
             eng[k] = done
             d = w_dead[wi]
@@ -519,10 +524,6 @@ def decode(inst: GameInstance, state: GameState, *, solver: str = "rl", info: di
     trs += [Transfer(int(s), "writeback" if k else "spill", int(inst.item_value[i]), vals[int(inst.item_value[i])].size_bytes)
             for i, s, k, _ in zip(*writes)]
     return Plan.assemble(inst.problem, inst.schedule, res, trs, solver=solver, info=dict(info or {}))
-
-
-def _check_time(inst: GameInstance, state: GameState) -> float:  # pragma: no cover - debugging aid
-    return _time(inst, state.decision, state.start)
 
 
 def greedy_action(inst: GameInstance, state: GameState, opts: Options | None = None) -> int:
