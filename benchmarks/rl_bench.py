@@ -38,6 +38,13 @@ FRACTIONS = (0.125, 0.25, 0.5)
 
 def run(args) -> list[dict]:
     specs = [s for s in instances.shipped("heldout") if "@" in s.name]
+    if args.per_family:
+        kept, count = [], {}
+        for s in specs:
+            count[s.family] = count.get(s.family, 0) + 1
+            if count[s.family] <= args.per_family:
+                kept.append(s)
+        specs = kept
     if args.limit:
         specs = specs[:args.limit]
     rows = []
@@ -144,6 +151,7 @@ def main() -> int:
     ap.add_argument("--simulations", type=int, default=None)
     ap.add_argument("--ilp-time", type=float, default=10.0)
     ap.add_argument("--limit", type=int, default=0, help="only the first N held-out graphs (smoke runs)")
+    ap.add_argument("--per-family", type=int, default=0, help="only the first N windows of each held-out family")
     ap.add_argument("--train-dir", default=None, help="training output folder (metrics.csv, learning_curve.png)")
     ap.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = ap.parse_args()
