@@ -13,7 +13,7 @@ the scratchpad at which offset and when, and which are spilled, reloaded or pref
 from memmap.budgets import Budgets, compute_budgets
 from memmap.cost import simulate
 from memmap.errors import BadInputError, InfeasibleError, MemmapError, PlanError, SolverTimeoutError
-from memmap.ir import Graph, GraphBuilder, from_jax, import_hlo
+from memmap.ir import Graph, GraphBuilder, from_jax, from_torch, import_hlo, import_pt2
 from memmap.pipeline import optimize
 from memmap.plan import Plan, Residency, Transfer
 from memmap.problem import PRESETS, Problem, Target, get_target, parse_size
@@ -38,6 +38,6 @@ _register_envs()
 __all__ = [
     "BadInputError", "Budgets", "Graph", "GraphBuilder", "InfeasibleError", "MemmapError", "PRESETS",
     "Plan", "PlanError", "Problem", "Residency", "SolverTimeoutError", "Target", "Transfer",
-    "VerifyResult", "compute_budgets", "from_jax", "get_target", "import_hlo", "optimize",
-    "parse_size", "simulate", "verify_plan",
+    "VerifyResult", "compute_budgets", "from_jax", "from_torch", "get_target", "import_hlo",
+    "import_pt2", "optimize", "parse_size", "simulate", "verify_plan",
 ]

@@ -31,9 +31,12 @@ def _progress():
 
 
 def _add_input(sp):
-    sp.add_argument("input", help="HLO text file, XLA dump folder (--xla_dump_to) or '-' for stdin")
+    sp.add_argument("input", help="HLO text file, XLA dump folder (--xla_dump_to), torch.export "
+                    "program (.pt2, needs memmap[torch]) or '-' for stdin")
     sp.add_argument("--stage", choices=["after", "before"], default="after",
                     help="for dump folders: *after_optimizations.txt (default) or *before_optimizations.txt")
+    sp.add_argument("--train", action="store_true",
+                    help="for .pt2 programs: import forward + backward (loss = first output)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,15 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _read_input(path: str, stage: str):
+def _read_input(path: str, stage: str, train: bool = False):
     from memmap.pipeline import load_graph
 
     if path == "-":
-        return load_graph(sys.stdin.read(), stage=stage), []
+        return load_graph(sys.stdin.read(), stage=stage, train=train), []
     p = Path(path)
     if not p.exists():
         raise BadInputError(f"{path}: no such file or directory")
-    return load_graph(p, stage=stage), [p]
+    return load_graph(p, stage=stage, train=train), [p]
 
 
 def cmd_optimize(args) -> int:
@@ -97,7 +100,7 @@ def cmd_optimize(args) -> int:
     from memmap.report import plan_report
 
     outdir = Path(args.outdir)
-    graph, inputs = _read_input(args.input, args.stage)
+    graph, inputs = _read_input(args.input, args.stage, args.train)
     check_output_dir(outdir, inputs)
     console = _progress()
     t0 = time.perf_counter()
@@ -140,7 +143,7 @@ def cmd_verify(args) -> int:
     from memmap.plan import Plan
     from memmap.verify import verify_plan
 
-    graph, _ = _read_input(args.input, args.stage)
+    graph, _ = _read_input(args.input, args.stage, args.train)
     plan = Plan.from_json(Path(args.plan))
     result = verify_plan(plan, graph=graph)
     metrics = simulate(plan) if result.ok else {}
@@ -161,7 +164,7 @@ def cmd_budgets(args) -> int:
     from memmap.pipeline import make_target
     from memmap.problem import Problem, Target, format_bytes
 
-    graph, _ = _read_input(args.input, args.stage)
+    graph, _ = _read_input(args.input, args.stage, args.train)
     tgt = make_target(args.target or Target("custom", 1 << 50, source="memmap budgets"), None,
                       alignment_bytes=args.alignment)
     with _progress().status("searching a min-peak schedule and a spill-free allocation..."):

@@ -24,18 +24,47 @@ class SolverFailed(MemmapError):
     """A solver produced a plan that the verifier rejected (a bug in that solver)."""
 
 
-def load_graph(source: str | os.PathLike, *, stage: str = "after") -> Graph:
-    """Import an HLO file, HLO text or XLA dump folder. Errors become :class:`BadInputError`."""
+def load_graph(source: str | os.PathLike, *, stage: str = "after", train: bool = False) -> Graph:
+    """Import an HLO file, HLO text, an XLA dump folder, or a ``torch.export.save`` program
+    (``.pt2``, or any zip archive; ``train=True`` adds its backward, see
+    :func:`memmap.ir.torch_import.import_pt2`). Errors become :class:`BadInputError`."""
     from memmap.ir.hlo import HloImportError, import_hlo
 
     if stage not in ("before", "after"):
         raise BadInputError(f"invalid stage {stage!r}; expected 'before' or 'after'")
+    if is_torch_program(source):
+        from memmap.ir.torch_import import TorchImportError, import_pt2
+
+        try:
+            return import_pt2(source, train=train)
+        except TorchImportError as e:
+            raise BadInputError(str(e)) from None
+    if train:
+        raise BadInputError(f"{source}: --train applies to torch programs (.pt2) only; an HLO "
+                            f"module is imported as it is (export the training step itself)")
     try:
         return import_hlo(source, stage=stage)
     except HloImportError as e:
         raise BadInputError(str(e)) from None
     except GraphError as e:
         raise BadInputError(f"{source}: {e}") from None
+
+
+def is_torch_program(source: str | os.PathLike) -> bool:
+    """A path to a ``.pt2`` file or to a zip archive (``torch.export.save`` writes zips; HLO is
+    text)."""
+    if isinstance(source, str) and "\n" in source:
+        return False
+    p = Path(source)
+    try:
+        if not p.is_file():
+            return False
+        if p.suffix == ".pt2":
+            return True
+        with open(p, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
 
 
 def make_target(target: str | Target | None = None, scratchpad: str | int | None = None, *,
@@ -155,4 +184,4 @@ def check_output_dir(outdir: Path, inputs: list[Path]) -> None:
                 raise BadInputError(f"{outdir / name}: writing there would overwrite the input; choose another -o")
 
 
-__all__ = ["load_graph", "make_target", "optimize", "run_solver", "check_output_dir", "SolverFailed"]
+__all__ = ["is_torch_program", "load_graph", "make_target", "optimize", "run_solver", "check_output_dir", "SolverFailed"]
