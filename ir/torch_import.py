@@ -170,8 +170,8 @@ def _aten_cost(torch, op, args, kwargs, out) -> tuple[float, float, bool]:
     schema = getattr(op, "_schema", None)
     if schema is None:
         return 0.0, 0.0, False
-    if schema.returns and all(r.alias_info is not None and not r.alias_info.is_write
-                              for r in schema.returns):
+    if schema.name in _UNMARKED_VIEWS or (schema.returns and all(
+            r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)):
         return 0.0, 0.0, True  # a view
     name = schema.name.split("::", 1)[-1]
     if name.endswith("_") and not name.endswith("__"):
@@ -592,9 +592,15 @@ def _arg_tree(v, trees):
     return None
 
 
+# Views whose schema carries no alias annotation: the result shares its first argument's storage.
+_UNMARKED_VIEWS = frozenset({"aten::_unsafe_view"})
+
+
 def _return_alias(schema, idx: tuple[int, ...], arg_keys: list[list]):
     """The key a result leaf aliases per the schema (``Tensor(a)`` views, ``Tensor(a!)``
     in-place/out= results), or None for a new buffer."""
+    if schema.name in _UNMARKED_VIEWS:
+        return arg_keys[0][0] if arg_keys and arg_keys[0] else None
     r_pos = idx[0] if idx and len(schema.returns) > 1 else 0  # one list return: its elements
     if r_pos >= len(schema.returns):
         return None
@@ -783,14 +789,12 @@ def _persistent_buffers(module) -> set[str]:
 
 def _joint(torch, module, args: tuple, *, where: str, source: str, name: str, info: dict) -> Graph:
     """Forward + backward of ``module`` (its loss) traced by ``aot_export_module``."""
-    from torch._decomp import core_aten_decompositions
     from torch._functorch.aot_autograd import aot_export_module
 
     wrapped = _loss_module(torch, module)
     try:
         with _quiet_torch_logs():
-            gm, gsig = aot_export_module(wrapped, args, trace_joint=True, output_loss_index=0,
-                                         decompositions=core_aten_decompositions())
+            gm, gsig = aot_export_module(wrapped, args, trace_joint=True, output_loss_index=0)
     except Exception as e:  # noqa: BLE001
         msg = _first_line(e)
         if "did not receive a gradient" in msg:
