@@ -35,6 +35,7 @@ import logging
 import math
 import operator
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -287,9 +288,10 @@ def _op_label(node, target: str) -> str:
         path = last[0] if isinstance(last, tuple) and isinstance(last[0], str) else ""
     label = f"{path}/{target}" if path else target
     trace = node.meta.get("stack_trace") or ""
+    torch_dir = os.path.dirname(getattr(sys.modules.get("torch"), "__file__", "") or "") or "\0"
     for ln in reversed(trace.splitlines()):
         ln = ln.strip()
-        if not ln.startswith("File ") or "<eval_with_key>" in ln or f"{os.sep}torch{os.sep}" in ln:
+        if not ln.startswith("File ") or "<eval_with_key>" in ln or torch_dir in ln:
             continue
         parts = ln.split(",")
         if len(parts) >= 2:
@@ -691,15 +693,16 @@ def _quiet_torch_logs():
 
 
 def _first_line(e: BaseException) -> str:
+    """The first line of a torch error, plus the user's source line torch names further down
+    (``File "model.py", line 4, in forward`` + the code), if any."""
     text = str(e).strip()
-    first = text.splitlines()[0] if text else type(e).__name__
-    # torch.export names the user's source line further down: keep it
     lines = text.splitlines()
+    first = lines[0].strip() if lines else type(e).__name__
+    torch_dir = os.path.dirname(getattr(sys.modules.get("torch"), "__file__", "") or "") or "\0"
     for i, ln in enumerate(lines):
-        if ln.strip().startswith("File ") and i + 1 < len(lines) and "torch/" not in ln:
-            where = ln.strip().removeprefix("File ")
-            code = lines[i + 1].strip()
-            return f"{first} (at {where}: {code})"
+        ln = ln.strip()
+        if ln.startswith("File ") and torch_dir not in ln and i + 1 < len(lines):
+            return f"{first} (at {ln.removeprefix('File ')}: {lines[i + 1].strip()})"
     return first
 
 
@@ -715,10 +718,10 @@ def _import_program(torch, ep, *, where: str, source: str, name: str, info: dict
     joint = any(s.kind in (OutputKind.LOSS_OUTPUT, OutputKind.GRADIENT_TO_PARAMETER)
                 for s in ep.graph_signature.output_specs)
     ctx = _Context(torch, where, getattr(ep, "range_constraints", None))
-    for node in ep.graph.nodes:  # symbolic dims before decomposition names the user's node
-        v = node.meta.get("val")
-        if node.op == "placeholder" and isinstance(v, torch.Tensor):
-            ctx.meta(v, node.name)
+    for node in ep.graph.nodes:  # shapes and dtypes before decomposition: name the user's node
+        for _, v in _tensor_leaves(torch, node.meta.get("val")):
+            if v is not None:
+                ctx.meta(v, node.name)
     if not joint:
         try:
             with _quiet_torch_logs():
