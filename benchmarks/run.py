@@ -75,6 +75,36 @@ def import_speed(console: Console) -> dict:
     return res
 
 
+def graph_rows(name: str, g, solvers, modes, time_limit_s: float, *, import_s: float = 0.0,
+               activations_only=(False, True), status=None) -> list[dict]:
+    """Rows for one graph: budgets M_R/M_H/M_P x modes x solvers (every plan verified by
+    ``run_solver``). ``status(text)`` reports progress."""
+    rows = []
+    for act in activations_only:
+        base = Problem(g, Target("bench", 1 << 50, alignment_bytes=ALIGN), "strict", act)
+        b = compute_budgets(base)
+        budgets = {"M_R": b.m_r_bytes, "M_H": b.m_h_bytes, "M_P": b.m_p_bytes}
+        for mode in modes:
+            for bname, cap in budgets.items():
+                if cap <= 0:
+                    continue
+                row = {"workload": name, "ops": len(g.ops), "weights": not act, "mode": mode,
+                       "budget": bname, "capacity_bytes": cap, "import_s": import_s,
+                       "compulsory_bytes": None, "results": {}}
+                p = Problem(g, Target("bench", cap, alignment_bytes=ALIGN), mode, act)
+                for s in solvers:
+                    if status:
+                        status(f"{name} {'w' if not act else 'a'} {mode} {bname} {s}")
+                    plan = run_solver(p, s, time_limit_s=time_limit_s)  # verified inside
+                    m = plan.metrics
+                    row["compulsory_bytes"] = m["compulsory_bytes"]
+                    row["results"][s] = {"noncompulsory_bytes": m["noncompulsory_bytes"],
+                                         "modeled_time_s": m["modeled_time_s"],
+                                         "solve_s": plan.solve_time_s, "status": plan.status}
+                rows.append(row)
+    return rows
+
+
 def run(names, solvers, modes, console: Console, time_limit_s: float) -> list[dict]:
     rows = []
     with Progress(console=console, transient=True) as prog:
@@ -84,27 +114,8 @@ def run(names, solvers, modes, console: Console, time_limit_s: float) -> list[di
             t0 = time.perf_counter()
             g = load_graph(workload_path(name))
             import_s = time.perf_counter() - t0
-            for act in (False, True):
-                base = Problem(g, Target("bench", 1 << 50, alignment_bytes=ALIGN), "strict", act)
-                b = compute_budgets(base)
-                budgets = {"M_R": b.m_r_bytes, "M_H": b.m_h_bytes, "M_P": b.m_p_bytes}
-                for mode in modes:
-                    for bname, cap in budgets.items():
-                        if cap <= 0:
-                            continue
-                        row = {"workload": name, "ops": len(g.ops), "weights": not act, "mode": mode,
-                               "budget": bname, "capacity_bytes": cap, "import_s": import_s,
-                               "compulsory_bytes": None, "results": {}}
-                        p = Problem(g, Target("bench", cap, alignment_bytes=ALIGN), mode, act)
-                        for s in solvers:
-                            prog.update(task, description=f"{name} {'w' if not act else 'a'} {mode} {bname} {s}")
-                            plan = run_solver(p, s, time_limit_s=time_limit_s)  # verified inside
-                            m = plan.metrics
-                            row["compulsory_bytes"] = m["compulsory_bytes"]
-                            row["results"][s] = {"noncompulsory_bytes": m["noncompulsory_bytes"],
-                                                 "modeled_time_s": m["modeled_time_s"],
-                                                 "solve_s": plan.solve_time_s, "status": plan.status}
-                        rows.append(row)
+            rows += graph_rows(name, g, solvers, modes, time_limit_s, import_s=import_s,
+                               status=lambda text: prog.update(task, description=text))
             prog.advance(task)
             console.log(f"{name}: {len(g.ops)} ops done in {time.perf_counter() - t0:.1f} s")
     return rows
@@ -167,7 +178,7 @@ def summary_markdown(rows, solvers) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTION_ORDER = ("mapping", "fusemax", "alloc", "ilp", "rl")
+SECTION_ORDER = ("mapping", "fusemax", "alloc", "ilp", "rl", "torch")
 
 
 def _sections(text: str) -> dict[str, str]:

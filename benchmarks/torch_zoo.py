@@ -38,16 +38,18 @@ PAIRS = ("mlp", "cnn", "block")
 
 
 def _jax_params(name: str):
+    """Parameter shapes (``jax.ShapeDtypeStruct``: lowering needs no values)."""
     import jax
     import jax.numpy as jnp
 
-    keys = iter(jax.random.split(jax.random.PRNGKey(0), 16))
+    def arr(*shape):
+        return jax.ShapeDtypeStruct(shape, jnp.float32)
 
     def dense(i, o):
-        return {"w": jax.random.normal(next(keys), (i, o)) / math.sqrt(i), "b": jnp.zeros(o)}
+        return {"w": arr(i, o), "b": arr(o)}
 
     def conv(i, o):
-        return {"w": jax.random.normal(next(keys), (3, 3, i, o)) / math.sqrt(9 * i), "b": jnp.zeros(o)}
+        return {"w": arr(3, 3, i, o), "b": arr(o)}
 
     if name == "mlp":
         return [dense(256, 512), dense(512, 512), dense(512, 10)]
@@ -56,8 +58,8 @@ def _jax_params(name: str):
                 "fc": dense(8 * 8 * 32, 10)}
     if name == "block":
         d = 128
-        return {"ln1": {"g": jnp.ones(d), "b": jnp.zeros(d)}, "qkv": dense(d, 3 * d),
-                "proj": dense(d, d), "ln2": {"g": jnp.ones(d), "b": jnp.zeros(d)},
+        return {"ln1": {"g": arr(d), "b": arr(d)}, "qkv": dense(d, 3 * d),
+                "proj": dense(d, d), "ln2": {"g": arr(d), "b": arr(d)},
                 "fc1": dense(d, 4 * d), "fc2": dense(4 * d, d)}
     raise KeyError(name)
 
@@ -110,14 +112,10 @@ def _jax_inputs(name: str):
     import jax
     import jax.numpy as jnp
 
-    key = jax.random.PRNGKey(1)
-    if name == "mlp":
-        return jax.random.normal(key, (32, 256)), jnp.zeros(32, jnp.int32)
-    if name == "cnn":
-        return jax.random.normal(key, (8, 32, 32, 3)), jnp.zeros(8, jnp.int32)
-    if name == "block":
-        return jax.random.normal(key, (4, 64, 128)), None
-    raise KeyError(name)
+    labels = {"mlp": 32, "cnn": 8}
+    x = {"mlp": (32, 256), "cnn": (8, 32, 32, 3), "block": (4, 64, 128)}[name]
+    y = jax.ShapeDtypeStruct((labels[name],), jnp.int32) if name in labels else None
+    return jax.ShapeDtypeStruct(x, jnp.float32), y
 
 
 def jax_fn(name: str, train: bool):
@@ -249,3 +247,113 @@ def jax_graph(name: str, train: bool):
         compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""})
     return import_hlo_text(compiled.as_text(), where=f"jax:{name}", source=f"jax:{name}",
                            name=name, xla_cost=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmark-only torch models
+
+TORCH_WORKLOADS = ("mlp", "cnn", "block", "resnet18s", "gpt4l")
+
+
+def _bench_modules():
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Basic(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.b1 = nn.BatchNorm2d(cout)
+            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.b2 = nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            h = torch.relu(self.b1(self.c1(x)))
+            h = self.b2(self.c2(h))
+            return torch.relu(h + (x if self.down is None else self.down(x)))
+
+    class ResNet18s(nn.Module):
+        """ResNet-18 layout (2-2-2-2 basic blocks, widths 64-512), 64x64 inputs, 10 classes."""
+
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
+                                      nn.ReLU())
+            blocks, cin = [], 64
+            for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+                blocks += [Basic(cin, cout, stride), Basic(cout, cout, 1)]
+                cin = cout
+            self.blocks = nn.Sequential(*blocks)
+            self.fc = nn.Linear(512, 10)
+
+        def forward(self, x):
+            return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+    models, _ = _torch_modules()
+
+    class GPT(nn.Module):
+        """4 pre-LN decoder blocks (the ``block`` pair, D=256, 8 heads, causal mask), untied
+        embedding and head (torch.export's joint API rejects tied weights), vocab 2000."""
+
+        def __init__(self, vocab=2000, d=256, t=128, layers=4):
+            super().__init__()
+            self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(t, d)
+            self.blocks = nn.ModuleList([models["block"](d, 8) for _ in range(layers)])
+            self.ln = nn.LayerNorm(d)
+            self.head = nn.Linear(d, vocab, bias=False)
+
+        def forward(self, idx):
+            x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+            for blk in self.blocks:
+                x = blk(x)
+            return self.head(self.ln(x))
+
+    class Loss(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x, y):
+            out = self.model(x)
+            return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+    return {"resnet18s": ResNet18s, "gpt4l": GPT}, Loss
+
+
+def bench_case(name: str, train: bool):
+    """``(module, args)`` of a benchmark workload: forward in eval mode, or the module that
+    returns the training loss."""
+    import torch
+
+    torch.manual_seed(0)
+    if name in PAIRS:
+        model, args = torch_case(name, train)
+        return (model if train else model.eval()), args
+    models, loss = _bench_modules()
+    model = models[name]()
+    if name == "resnet18s":
+        x, y = torch.randn(8, 3, 64, 64), torch.zeros(8, dtype=torch.long)
+    else:
+        x, y = torch.randint(0, 2000, (4, 128)), torch.zeros(4, 128, dtype=torch.long)
+    if not train:
+        return model.eval(), (x,)
+    return loss(model), (x, y)
+
+
+def save_program(name: str, train: bool, path) -> None:
+    """``torch.export.save`` the forward program, or the joint training program made by
+    ``torch.export.experimental._export_forward_backward`` (what ExecuTorch trains with)."""
+    import torch
+
+    model, args = bench_case(name, train)
+    ep = torch.export.export(model, args)
+    if train:
+        from torch.export.experimental import _export_forward_backward
+
+        ep = _export_forward_backward(ep, joint_loss_index=0)
+    torch.export.save(ep, str(path))
