@@ -224,11 +224,13 @@ class _Values:
         self.root: dict = {}     # key -> value id of its first version
         self.meta: dict[int, _Meta] = {}
         self.names: dict[int, str] = {}
+        self.inputs: set = set()  # keys of values without a producer
         self.num_ops = 0
 
     def add_input(self, key, name: str, meta: _Meta, kind: str) -> int:
         vid = self.b.add_value(name, meta.size_bytes, kind=kind, dtype=meta.dtype, shape=meta.shape)
         self.latest[key] = self.root[key] = vid
+        self.inputs.add(key)
         self.meta[vid] = meta
         self.names[vid] = name
         return vid
@@ -261,9 +263,9 @@ class _Values:
             self.names[vid] = spec["name"]
         self.num_ops += 1
 
-    def mutated(self) -> list:
-        """Keys whose latest version is not their first one."""
-        return [k for k in self.latest if self.latest[k] != self.root[k]]
+    def mutated_inputs(self) -> list:
+        """Keys of inputs (parameters, buffers, user inputs) that an op wrote."""
+        return [k for k in self.inputs if self.latest[k] != self.root[k]]
 
     def build(self, where: str, info: dict) -> Graph:
         self.b.info.update(info)
@@ -357,12 +359,6 @@ def _leaf_name(name: str, idx: tuple[int, ...]) -> str:
     return name if not idx else f"{name}{{{','.join(map(str, idx))}}}"
 
 
-def _subtree(tree, idx):
-    for i in idx:
-        tree = tree[i]
-    return tree
-
-
 def _set_leaf(tree, idx, value):
     """A copy of nested-tuple ``tree`` with the leaf at ``idx`` replaced."""
     if not idx:
@@ -372,10 +368,10 @@ def _set_leaf(tree, idx, value):
     return tuple(items)
 
 
-def _shape_tree(torch, val):
+def _shape_tree(val):
     """Nested tuples mirroring ``val`` with None leaves."""
     if isinstance(val, (tuple, list)):
-        return tuple(_shape_tree(torch, v) for v in val)
+        return tuple(_shape_tree(v) for v in val)
     return None
 
 
@@ -500,11 +496,9 @@ def _import_aten_graph(ctx: _Context, graph, sig: _Signature, *, name: str, sour
             ctx.fail(f"node {nname!r}: {kind} {getattr(target, '__name__', target)} is not "
                      f"supported (control flow and symbolic-size arithmetic are not imported)")
         val = node.meta.get("val")
+        if isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            ctx.symbolic(nname, [val], val)  # sym_size and friends exist only with symbolic dims
         leaves = _tensor_leaves(torch, val)
-        for _, t in leaves:
-            if t is None and not isinstance(val, (tuple, list)) and val is not None \
-                    and not isinstance(val, (int, float, bool)):
-                ctx.symbolic(nname, [val], val)
         # Arguments by schema position: keys read, keys written, aliases.
         arg_keys: list[list] = []
         for i, a in enumerate(schema.arguments):
@@ -519,7 +513,7 @@ def _import_aten_graph(ctx: _Context, graph, sig: _Signature, *, name: str, sour
             if a.alias_info is not None and a.alias_info.is_write:
                 writes.extend(ks)
         reads = [k for k in reads if k not in writes]
-        result = _shape_tree(torch, val)
+        result = _shape_tree(val)
         fresh = []
         for idx, t in leaves:
             if t is None:
@@ -1027,11 +1021,10 @@ def _import_fx(torch, gm, args: tuple, *, where: str, source: str, name: str, in
     for k in out_keys:
         vals.b.mark_output(vals.current(k))
     mutated = {}
-    for k in vals.mutated():
-        root = vals.root[k]
-        if vals.b._values[root]["producer"] is None:  # an input or weight overwritten in place
-            vals.b.mark_output(vals.current(k), donated_param=root)
-            mutated[vals.names[root]] = vals.names[vals.current(k)]
+    for k in sorted(vals.mutated_inputs(), key=lambda k: vals.root[k]):
+        root = vals.root[k]  # an input or weight overwritten in place: written back
+        vals.b.mark_output(vals.current(k), donated_param=root)
+        mutated[vals.names[root]] = vals.names[vals.current(k)]
     info = dict(info, ir="torch.fx (ShapeProp on fake tensors)", mutated_inputs=mutated,
                 ops_without_flop_model=dict(sorted(ctx.unmodelled.items())))
     return vals.build(where, info)
