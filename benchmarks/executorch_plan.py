@@ -10,7 +10,8 @@ running its ``greedy`` algorithm (the default suite), and again with ``naive`` (
 allocator). Writes, per file: the planned arena bytes of each algorithm
 (``sum(non_const_buffer_sizes)``), the number of nodes of the planned graph, and the planned
 buffers as ``[first, last, allocated bytes]`` (inclusive node-index lifetimes, sizes aligned to
-ExecuTorch's 16 bytes; one entry per distinct TensorSpec without a storage base).
+ExecuTorch's 16 bytes; one entry per buffer: ``memory.view`` nodes and specs with a storage base
+alias another buffer and are left out).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import traceback
 
 def plan(path: str) -> dict:
     import torch
-    from executorch.exir import ExecutorchBackendConfig, to_edge
+    from executorch.exir import ExecutorchBackendConfig, memory, to_edge
     from executorch.exir.memory_planning import MemoryPlanningAlgorithmSuite, greedy, naive
     from executorch.exir.passes import MemoryPlanningPass
 
@@ -37,8 +38,10 @@ def plan(path: str) -> dict:
         out[f"{algo_name}_bytes"] = int(sum(et.executorch_program.execution_plan[0].non_const_buffer_sizes))
         if algo_name == "greedy":
             gm = et.exported_program().graph_module
-            seen, buffers = set(), []
+            seen, buffers = set(), set()
             for node in gm.graph.nodes:
+                if node.target is memory.view:  # a view: its spec aliases its base's memory
+                    continue
                 specs = node.meta.get("spec")
                 for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
                     if (spec is None or not hasattr(spec, "mem_id") or spec.mem_id != 1
@@ -46,10 +49,12 @@ def plan(path: str) -> dict:
                             or spec.lifetime[0] is None):
                         continue
                     seen.add(id(spec))
-                    buffers.append([int(spec.lifetime[0]), int(spec.lifetime[1]),
-                                    int(spec.allocated_memory)])
+                    # one buffer per (offset, lifetime, size): ExecuTorch's verifier forbids two
+                    # distinct buffers there, so a repeat is another alias of the same memory
+                    buffers.add((int(spec.mem_offset), int(spec.lifetime[0]), int(spec.lifetime[1]),
+                                 int(spec.allocated_memory)))
             out["nodes"] = len(gm.graph.nodes)
-            out["buffers"] = sorted(buffers)
+            out["buffers"] = sorted([first, last, size] for _, first, last, size in buffers)
     return out
 
 

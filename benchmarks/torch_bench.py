@@ -191,13 +191,14 @@ def main(argv=None) -> int:
     ap.add_argument("--time-limit", type=float, default=10.0, help="ILP seconds per plan")
     ap.add_argument("--solvers", nargs="*", default=list(SOLVERS))
     ap.add_argument("--no-mapping", action="store_true")
+    ap.add_argument("--mapping-from", help="reuse the mapping rows of an earlier --json file")
     ap.add_argument("--json", help="also write the raw rows here")
     ap.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = ap.parse_args(argv)
     progs = programs()
     et, arena_rows = executorch_rows(progs, args.executorch_python, Path(args.executorch_json))
-    rows = []
-    if not args.no_mapping:
+    rows = json.loads(Path(args.mapping_from).read_text())["mapping"] if args.mapping_from else []
+    if not args.no_mapping and not rows:
         from memmap.ir import import_pt2
 
         for label, path in progs.items():

@@ -741,8 +741,9 @@ def _export(torch, module, args: tuple, where: str):
 
 
 def _loss_module(torch, module):
-    """Wrap ``module`` so it returns ``(loss,)``: its first output if that is a scalar, else
-    the sum of the first output (the backward is then seeded with ones)."""
+    """Wrap ``module`` so it returns ``(loss,)``: its first output (the first value of a dict)
+    if that is a scalar, else the sum of the first output (the backward is then seeded with
+    ones)."""
 
     class _Loss(torch.nn.Module):
         def __init__(self, model):
@@ -752,6 +753,8 @@ def _loss_module(torch, module):
 
         def forward(self, *args):
             out = self.model(*args)
+            if isinstance(out, dict):
+                out = list(out.values())
             first = out[0] if isinstance(out, (tuple, list)) else out
             if not isinstance(first, torch.Tensor):
                 raise TypeError(f"the first output is a {type(first).__name__}, not a tensor")
