@@ -59,10 +59,10 @@ def plan(path: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    import executorch
     import torch
+    from executorch.version import __version__ as et_version
 
-    result = {"executorch_version": getattr(executorch, "__version__", "unknown"),
+    result = {"executorch_version": et_version,
               "torch_version": torch.__version__, "programs": {}}
     for path in argv[1:]:
         try:

@@ -198,7 +198,8 @@ def write_results(path: Path, new_sections: dict[str, str]) -> None:
     text = ["# Benchmark results", "",
             "Sections are regenerated independently: `python benchmarks/run.py` (memory mapping), "
             "`python benchmarks/run.py --sections fusemax`, `python benchmarks/alloc_bench.py` via "
-            "`python benchmarks/run.py --sections alloc`, `python benchmarks/rl_bench.py` (rl).", ""]
+            "`python benchmarks/run.py --sections alloc`, `python benchmarks/ilp_bench.py` (ilp), "
+            "`python benchmarks/rl_bench.py` (rl), `python benchmarks/torch_bench.py` (torch).", ""]
     for name in SECTION_ORDER:
         if name in old:
             text.append(f"<!-- section:{name} -->\n{old[name].rstrip()}\n")

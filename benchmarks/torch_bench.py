@@ -180,6 +180,23 @@ def arena_markdown(et: dict, rows: list) -> str:
     lines += ["", "`*`: not proven minimal (the allocator's bisection stopped above the peak live "
               "bytes); unmarked memmap arenas equal the peak live bytes of their lifetimes, so no "
               "allocator can do better on that order."]
+    ok = [r for r in rows if "et_error" not in r]
+    if ok:
+        tight = [r["workload"] for r in ok if r["et_greedy"] == r["et_peak_live"]]
+        gains = [1 - r["ours_fixed"] / r["et_greedy"] for r in ok]
+        joint = [1 - r["ours_min_peak"] / r["et_greedy"] for r in ok]
+        best = max(ok, key=lambda r: 1 - r["ours_fixed"] / r["et_greedy"])
+        lines += ["", f"**Same buffers, same order** ({len(ok)} programs ExecuTorch plans): "
+                  f"memmap's arena is {100 * min(gains):.1f}% to {100 * max(gains):.1f}% smaller "
+                  f"than ExecuTorch's greedy (mean {100 * sum(gains) / len(gains):.1f}%; largest on "
+                  f"{best['workload']}); greedy already reaches the peak live bytes on "
+                  f"{len(tight)} of them ({', '.join(tight) or 'none'}). "
+                  f"**memmap's import + min-peak schedule** vs ExecuTorch's greedy arena: "
+                  f"{100 * min(joint):.1f}% to {100 * max(joint):.1f}% smaller (mean "
+                  f"{100 * sum(joint) / len(joint):.1f}%); this adds the graph difference (views "
+                  "are renames in memmap, ExecuTorch's edge dialect copies `permute`/`expand`/"
+                  "`split` results) to the scheduling gain, which the program-order column "
+                  "isolates."]
     return "\n".join(lines)
 
 
