@@ -948,23 +948,31 @@ def _import_fx(torch, gm, args: tuple, *, where: str, source: str, name: str, in
         def call_module(self, target, args, kwargs):
             return self._recorded(super().call_module, target, args, kwargs)
 
+        def _base_run(self, n):
+            """ShapeProp's run_node, its printed traceback kept off stderr; a failure is one
+            line naming the node."""
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):
+                    return super().run_node(n)
+            except Exception as e:  # noqa: BLE001
+                ctx.fail(f"node {n.name!r} ({n.op} {n.target}): shape propagation failed: "
+                         f"{_first_line(e.__cause__ or e)}")
+
         def run_node(self, n):
-            args, kwargs = self.fetch_args_kwargs_from_env(n)
             if n.op == "output":
-                return super().run_node(n)
-            if n.op == "placeholder":
-                result = super().run_node(n)
+                return self._base_run(n)
+            if n.op in ("placeholder", "get_attr"):
+                result = self._base_run(n)
                 for idx, t in _tensor_leaves(torch, result):
-                    if t is not None:
+                    if t is None:
+                        continue
+                    if n.op == "placeholder":
                         input_key(t, _leaf_name(n.name, idx), "parameter")
-                return result
-            if n.op == "get_attr":
-                result = super().run_node(n)
-                for idx, t in _tensor_leaves(torch, result):
-                    if t is not None:
+                    else:
                         label = fqn_of.get(id(t), str(n.target))
                         input_key(t, label, weight_kind(label, t))
                 return result
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
             ins = [t for t in torch.utils._pytree.tree_leaves((args, kwargs))
                    if isinstance(t, torch.Tensor)]
             if n.op == "call_module":
@@ -978,14 +986,7 @@ def _import_fx(torch, gm, args: tuple, *, where: str, source: str, name: str, in
                 ctx.fail(f"node {n.name!r} reads a tensor that no earlier node produced")
             in_bytes = sum(ctx.meta(t, n.name).size_bytes for t in
                            {id(t): t for t in ins}.values())
-            sink = io.StringIO()
-            try:
-                with contextlib.redirect_stderr(sink):  # ShapeProp prints tracebacks
-                    result = super().run_node(n)
-            except Exception as e:  # noqa: BLE001
-                cause = e.__cause__ or e
-                ctx.fail(f"node {n.name!r} ({n.op} {n.target}): shape propagation failed: "
-                         f"{_first_line(cause)}")
+            result = self._base_run(n)
             rec = self.rec
             writes = list(dict.fromkeys(rec.writes))
             fresh = []
@@ -1011,8 +1012,9 @@ def _import_fx(torch, gm, args: tuple, *, where: str, source: str, name: str, in
     with _quiet_torch_logs():
         try:
             outputs = prop.propagate(*args)
-        except TorchImportError:
-            raise
+        except TorchImportError as e:  # the Interpreter appends "While executing ..." lines
+            first = str(e).splitlines()[0]
+            raise TorchImportError(where, first.removeprefix(f"{where}: ")) from None
         except Exception as e:  # noqa: BLE001 - arity mismatch and the like
             raise TorchImportError(where, f"shape propagation failed: {_first_line(e)}") from None
     out_keys = []

@@ -433,3 +433,11 @@ def test_unseen_models_plan_and_verify(model_cls, shape, train):
         assert plan.metrics["peak_scratchpad_bytes"] <= b.m_h_bytes
     with pytest.raises(memmap.InfeasibleError):
         memmap.optimize(g, scratchpad=b.m_r_bytes - 64, mode="strict", solver="minpeak")
+
+
+def test_fx_shape_errors_are_one_line_naming_the_node():
+    gm = torch.fx.symbolic_trace(nn.Linear(4, 4))
+    with pytest.raises(TorchImportError) as e:
+        from_torch(gm, (torch.randn(2, 5),))
+    assert str(e.value).startswith("torch:Linear: node 'linear' (call_function")
+    assert "shape propagation failed" in str(e.value) and "\n" not in str(e.value)
