@@ -16,6 +16,14 @@ Glossary (see docs/glossary.md for the full one):
 Aliasing is resolved at import time: ``bitcast``, ``get-tuple-element`` and ``tuple`` create no
 buffer and no operator; they only rename values. ``Graph.hlo_values`` maps every HLO instruction
 name to the value ids it denotes.
+
+**In-place pairs** (``Op.inplace``): ``(output, input)`` value ids of one operator, meaning "the
+operator may write ``output`` into ``input``'s buffer" (a ``while`` loop's state, which XLA
+updates in place). Values stay immutable: the pair is two values, and a plan decides whether
+they share one buffer at the operator's step (docs/semantics.md, "In-place pairs": the input's
+residency ends at that step and the output's starts there, at the same offset). Rules checked
+here: the output is a non-temporary output of the operator, the input one of its inputs, both of
+the same ``size_bytes``, and each output and each input is in at most one pair of the operator.
 """
 
 from __future__ import annotations
@@ -84,6 +92,8 @@ class Op:
       bytes_accessed: bytes read and written by the op.
       called: names of called computations (fusion bodies, loop bodies, ...).
       op_name: framework-level name from HLO metadata, when present (for messages).
+      inplace: ``(output, input)`` value-id pairs: the output may be written into the input's
+        buffer at this op's step (module docstring; docs/semantics.md).
     """
 
     id: int
@@ -96,6 +106,37 @@ class Op:
     bytes_accessed: float = 0.0
     called: tuple[str, ...] = ()
     op_name: str = ""
+    inplace: tuple[tuple[int, int], ...] = ()
+
+
+def check_inplace(op: Op, values: Sequence[Value] | Sequence[dict]) -> str | None:
+    """None when ``op.inplace`` follows the rules of the module docstring, else a one-line
+    reason naming the operator. ``values`` are :class:`Value` objects or builder dicts."""
+
+    def get(v: int, key: str):
+        x = values[v]
+        return x[key] if isinstance(x, dict) else getattr(x, key)
+
+    seen_out: set[int] = set()
+    seen_in: set[int] = set()
+    for pair in op.inplace:
+        if len(pair) != 2:
+            return f"operator {op.name!r}: in-place pair {pair!r} is not (output, input)"
+        out, inp = pair
+        if out not in op.outputs:
+            return f"operator {op.name!r}: in-place output value id {out} is not one of its outputs"
+        if inp not in op.inputs:
+            return f"operator {op.name!r}: in-place input value id {inp} is not one of its inputs"
+        if get(out, "kind") == "temporary":
+            return f"operator {op.name!r}: temporary {get(out, 'name')!r} cannot be written in place"
+        if get(out, "size_bytes") != get(inp, "size_bytes"):
+            return (f"operator {op.name!r}: in-place pair {get(out, 'name')!r} ({get(out, 'size_bytes')} B) "
+                    f"and {get(inp, 'name')!r} ({get(inp, 'size_bytes')} B) differ in size")
+        if out in seen_out or inp in seen_in:
+            return f"operator {op.name!r}: a value is in two in-place pairs"
+        seen_out.add(out)
+        seen_in.add(inp)
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,6 +295,19 @@ class GraphBuilder:
         if donated_param is not None:
             self._values[value_id]["donated_param"] = donated_param
 
+    def mark_inplace(self, output: int, input: int) -> None:  # noqa: A002 - the natural name
+        """Declare that ``output`` may be written into ``input``'s buffer by its producer (an
+        in-place pair, see the module docstring). ``input`` must be an input of that operator
+        and have the same size; checked here and again by :meth:`build`."""
+        if not (0 <= output < len(self._values)) or self._values[output]["producer"] is None:
+            raise GraphError(f"in-place pair: value id {output} is not produced by an operator")
+        d = self._ops[self._values[output]["producer"]]
+        d["inplace"] = tuple(d.get("inplace", ())) + ((int(output), int(input)),)
+        reason = check_inplace(Op(**d), self._values)
+        if reason is not None:
+            d["inplace"] = d["inplace"][:-1]
+            raise GraphError(reason)
+
     def build(self, schedule: Sequence[int] | None = None, *,
               schedule_origin: str | None = None) -> Graph:
         consumers: list[list[int]] = [[] for _ in self._values]
@@ -271,6 +325,10 @@ class GraphBuilder:
                                 producer=d["producer"], consumers=tuple(sorted(set(consumers[d["id"]]))),
                                 is_output=d["id"] in outs, donated_param=d.get("donated_param")))
         ops = tuple(Op(**o) for o in self._ops)
+        for op in ops:
+            reason = check_inplace(op, values)
+            if reason is not None:
+                raise GraphError(f"graph {self.name!r}: {reason}")
         g = Graph(name=self.name, ops=ops, values=tuple(values), default_schedule=(),
                   source=self.source, hlo_values=dict(self.hlo_values), info=dict(self.info))
         dag = g.to_networkx()

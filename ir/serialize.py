@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from memmap.ir.graph import VALUE_KINDS, Graph, GraphError, Op, Value
+from memmap.ir.graph import VALUE_KINDS, Graph, GraphError, Op, Value, check_inplace
+
+
+def _op_dict(o: Op) -> dict:
+    d = {"id": o.id, "name": o.name, "opcode": o.opcode, "inputs": list(o.inputs),
+         "outputs": list(o.outputs), "flops": o.flops, "transcendentals": o.transcendentals,
+         "bytes_accessed": o.bytes_accessed}
+    if o.inplace:   # optional: absent means no in-place pair
+        d["inplace"] = [list(p) for p in o.inplace]
+    return d
 
 
 def graph_to_dict(g: Graph) -> dict:
@@ -11,12 +20,7 @@ def graph_to_dict(g: Graph) -> dict:
         "source": g.source,
         "schedule_origin": g.schedule_origin,
         "default_schedule": list(g.default_schedule),
-        "ops": [
-            {"id": o.id, "name": o.name, "opcode": o.opcode, "inputs": list(o.inputs),
-             "outputs": list(o.outputs), "flops": o.flops, "transcendentals": o.transcendentals,
-             "bytes_accessed": o.bytes_accessed}
-            for o in g.ops
-        ],
+        "ops": [_op_dict(o) for o in g.ops],
         "values": [
             {"id": v.id, "name": v.name, "size_bytes": v.size_bytes, "dtype": v.dtype,
              "shape": list(v.shape), "kind": v.kind, "is_output": v.is_output}
@@ -49,10 +53,16 @@ def graph_from_dict(d: dict) -> Graph:
             producer[v] = i
         for v in o["inputs"]:
             consumers[v].add(i)
+        pairs = o.get("inplace") or []
+        if not isinstance(pairs, list) or not all(isinstance(x, list) and len(x) == 2 and all(
+                isinstance(v, int) and 0 <= v < n_v for v in x) for x in pairs):
+            raise GraphError(f"graph: op {o['name']!r}: \"inplace\" must be a list of "
+                             f"[output, input] value ids")
         ops.append(Op(id=i, name=str(o["name"]), opcode=str(o["opcode"]), inputs=tuple(o["inputs"]),
                       outputs=tuple(o["outputs"]), flops=float(o.get("flops", 0.0)),
                       transcendentals=float(o.get("transcendentals", 0.0)),
-                      bytes_accessed=float(o.get("bytes_accessed", 0.0))))
+                      bytes_accessed=float(o.get("bytes_accessed", 0.0)),
+                      inplace=tuple((int(a), int(b)) for a, b in pairs)))
     values = []
     for i, v in enumerate(raw_values):
         if v.get("id") != i:
@@ -69,6 +79,10 @@ def graph_from_dict(d: dict) -> Graph:
                             dtype=str(v.get("dtype", "u8")), shape=tuple(v.get("shape", ())),
                             kind=kind, producer=producer[i], consumers=tuple(sorted(consumers[i])),
                             is_output=bool(v.get("is_output", kind == "output"))))
+    for op in ops:
+        reason = check_inplace(op, values)
+        if reason is not None:
+            raise GraphError(f"graph: {reason}")
     g = Graph(name=str(d.get("name", "graph")), ops=tuple(ops), values=tuple(values),
               default_schedule=tuple(d.get("default_schedule") or ()),
               schedule_origin=str(d.get("schedule_origin", "topological")),
@@ -90,6 +104,8 @@ def same_structure(a: Graph, b: Graph) -> str | None:
     for x, y in zip(a.ops, b.ops):
         if (x.name, x.opcode, x.inputs, x.outputs) != (y.name, y.opcode, y.inputs, y.outputs):
             return f"operator {x.id}: {x.name!r} ({x.opcode}) differs from {y.name!r} ({y.opcode})"
+        if x.inplace != y.inplace:
+            return f"operator {x.id}: {x.name!r} has in-place pairs {list(x.inplace)} vs {list(y.inplace)}"
     for x, y in zip(a.values, b.values):
         if (x.name, x.size_bytes, x.kind, x.is_output) != (y.name, y.size_bytes, y.kind, y.is_output):
             return f"value {x.id}: {x.name!r} ({x.size_bytes} B, {x.kind}) differs from {y.name!r} ({y.size_bytes} B, {y.kind})"
