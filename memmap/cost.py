@@ -24,6 +24,11 @@ always slow). Transfers run on ``dma_engines`` FIFO queues, each at ``offchip_bw
 
 The modelled time is when the last operator and the last transfer have finished. Bandwidth
 contention between DMA and slow-memory operand reads is not modelled (documented limitation).
+
+In-place pairs (docs/semantics.md): where an operator writes an output into its input's buffer
+(:func:`inplace_shares`), the two residencies are one buffer at that step: counted once in the
+peak of live bytes, and a spill/writeback of the input must finish before that step starts (the
+operator overwrites the buffer).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import heapq
 import math
 from collections import defaultdict
 
-from memmap.plan import Plan
+from memmap.plan import Plan, Residency
 
 
 def _intervals(plan: Plan) -> dict[int, list]:
@@ -59,6 +64,28 @@ def residency_lookup(by_value):
         return None
 
     return residency_at
+
+
+def inplace_shares(plan: Plan) -> list[tuple[int, Residency, Residency]]:
+    """``(step, input residency, output residency)`` of every in-place pair that shares one
+    buffer in the plan: at step ``t`` the op's pair ``(output, input)`` (both managed) has a
+    residency of the input that ends at ``t`` and a residency of the output that starts at
+    ``t`` (its creation) at the same offset. Pairs are per op (``Problem.inplace_pairs``), so
+    the list is empty for graphs without them."""
+    p = plan.problem
+    pairs = p.inplace_pairs
+    if not any(pairs):
+        return []
+    ending = {(r.value, r.end): r for r in plan.residencies}
+    starting = {(r.value, r.start): r for r in plan.residencies}
+    out = []
+    for t, o in enumerate(plan.schedule):
+        for vo, vi in pairs[o]:
+            ri = ending.get((vi, t))
+            ro = starting.get((vo, t))
+            if ri is not None and ro is not None and ri.offset == ro.offset:
+                out.append((t, ri, ro))
+    return out
 
 
 def traffic(plan: Plan) -> dict:
@@ -131,6 +158,11 @@ def simulate(plan: Plan) -> dict:
     for r in plan.residencies:
         delta[r.start] += asz[r.value]
         delta[r.end + 1] -= asz[r.value]
+    overwritten = set()       # input residencies an operator writes its output into
+    for t, ri, _ in inplace_shares(plan):
+        delta[t] -= asz[ri.value]           # one buffer at step t (the input's ends there)
+        delta[t + 1] += asz[ri.value]
+        overwritten.add(ri)
     live, peak_live = 0, 0
     for t in range(n):
         live += delta[t]
@@ -160,7 +192,8 @@ def simulate(plan: Plan) -> dict:
         elif tr.kind in ("spill", "writeback"):
             r = residency_at(tr.value, tr.step)
             end = r.end if r is not None else tr.step
-            writes_at[tr.step].append((tr, end + 1))
+            # the space is reused after the residency ends, or overwritten in place during it
+            writes_at[tr.step].append((tr, end if r in overwritten else end + 1))
 
     engines = [0.0] * tgt.dma_engines
     heapq.heapify(engines)

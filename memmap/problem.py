@@ -207,10 +207,21 @@ class Problem:
         return tuple(tuple(v for v in op.inputs + op.outputs if m[v]) for op in self.graph.ops)
 
     @functools.cached_property
+    def inplace_pairs(self) -> tuple[tuple[tuple[int, int], ...], ...]:
+        """``[num_ops]``: the op's in-place pairs ``(output, input)`` whose two values are both
+        managed (only those can share a scratchpad buffer; docs/semantics.md)."""
+        m = self.managed
+        return tuple(tuple((o, i) for o, i in op.inplace if m[o] and m[i]) for op in self.graph.ops)
+
+    @functools.cached_property
     def working_set_bytes(self) -> tuple[int, ...]:
-        """``[num_ops]``: allocated bytes of each op's managed inputs and outputs."""
+        """``[num_ops]``: allocated bytes of each op's managed inputs and outputs, an in-place
+        pair counted once (the smallest room the op can run in: in strict mode a pair can
+        always share its buffer, at the price of a spill and reload when the input is read
+        later; see docs/semantics.md)."""
         s = self.alloc_size
-        return tuple(sum(s[v] for v in vals) for vals in self.op_values)
+        return tuple(sum(s[v] for v in vals) - sum(s[i] for _, i in pairs)
+                     for vals, pairs in zip(self.op_values, self.inplace_pairs))
 
     @property
     def m_r_bytes(self) -> int:

@@ -15,6 +15,13 @@ Rules checked (docs/semantics.md gives the reasoning):
    (only) write of a produced value, while it is resident; every output ends off-chip; every
    residency ending before the last step ends with one ``evict``; sizes match the values.
 5. If the plan states metrics, the recomputed non-compulsory bytes must match them.
+
+In-place pairs (docs/semantics.md): at the step of an operator with a pair ``(output, input)``,
+an input residency that ends there and an output residency that starts there at the same offset
+are one buffer (the operator writes the output into it): they do not count as an address
+overlap, and the input may not be written off-chip at that step (its buffer is overwritten).
+Nothing else changes: the input's value stays valid off-chip only if it has a copy there, which
+rule 4 already requires of any later reload or (tiered) slow read.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import bisect
 import dataclasses
 from collections import defaultdict
 
-from memmap.cost import residency_lookup, traffic
+from memmap.cost import inplace_shares, residency_lookup, traffic
 from memmap.ir.serialize import same_structure
 from memmap.plan import TRANSFER_KINDS, Plan
 
@@ -106,19 +113,42 @@ def verify_plan(plan: Plan, *, graph=None) -> VerifyResult:
         return VerifyResult(False, tuple(errs))
 
     # -- 2b. address overlap among co-resident values (sweep over steps) --------------------
+    # an input residency overwritten in place by its operator's output leaves the active set at
+    # that step, before the output's residency (same offset, same size) enters it
+    shares = inplace_shares(plan)
+    handed_over: dict[int, list] = defaultdict(list)
+    for t, ri, _ in shares:
+        handed_over[t].append(ri)
     starts: dict[int, list] = defaultdict(list)
     for r in plan.residencies:
         starts[r.start].append(r)
     active_offsets: list[int] = []   # sorted offsets of active residencies
     active: list = []                # residencies, parallel to active_offsets
     ending: dict[int, list] = defaultdict(list)
+    gone: set[int] = set()           # id() of residencies already removed (handed over)
+    entered: set[int] = set()        # id() of residencies that entered the active set
+
+    def deactivate(r) -> None:
+        if id(r) not in entered or id(r) in gone:
+            return                   # never entered (an overlap was reported) or already left
+        i = bisect.bisect_left(active_offsets, r.offset)
+        while active[i] is not r:
+            i += 1
+        del active_offsets[i], active[i]
+        gone.add(id(r))
+
     for t in range(n):
         for r in ending.pop(t - 1, ()):
-            i = bisect.bisect_left(active_offsets, r.offset)
-            while active[i] is not r:
-                i += 1
-            del active_offsets[i], active[i]
+            deactivate(r)
+        skip = set()
+        for r in handed_over.get(t, ()):
+            if r.start < t:
+                deactivate(r)
+            else:
+                skip.add(id(r))      # lives only at t: the output's residency stands for it
         for r in sorted(starts.get(t, ()), key=lambda r: (r.offset, r.value)):
+            if id(r) in skip:
+                continue
             lo, hi = r.offset, r.offset + asz[r.value]
             i = bisect.bisect_left(active_offsets, lo)
             clash = None
@@ -132,6 +162,7 @@ def verify_plan(plan: Plan, *, graph=None) -> VerifyResult:
                 continue
             active_offsets.insert(i, lo)
             active.insert(i, r)
+            entered.add(id(r))
             ending[r.end].append(r)
     if errs:
         return VerifyResult(False, tuple(errs))
@@ -183,6 +214,11 @@ def verify_plan(plan: Plan, *, graph=None) -> VerifyResult:
         if not resident(v, w.step):
             errs.add(f"{w.kind} of {vname(v)} at step {w.step}: the value is not in the scratchpad then")
         write_step[v] = w.step
+    for t, ri, ro in shares:
+        if write_step.get(ri.value) == t:
+            errs.add(f"{vname(ri.value)} is written off-chip at step {t}, where operator "
+                     f"{g.ops[plan.schedule[t]].name!r} overwrites it in place with {vname(ro.value)}; "
+                     f"write it at an earlier step")
 
     created_on_chip = {v for v, rs in by_value.items()
                        if vals[v].producer is not None and any(r.start == pos[vals[v].producer] for r in rs)}
