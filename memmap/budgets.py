@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from memmap.problem import Problem, align_up
-from memmap.scheduling import live_ranges, min_peak_schedule, peak_live_bytes
+from memmap.scheduling import inplace_links, live_ranges, min_peak_schedule, peak_live_bytes
 from memmap.static_alloc import greedy_allocate
 
 
@@ -39,12 +39,16 @@ class Budgets:
 
 
 def spill_free_allocation(problem: Problem, schedule) -> tuple[dict, int]:
-    """Offsets for full-residency live ranges under ``schedule`` and the resulting height."""
+    """Offsets for full-residency live ranges under ``schedule`` and the resulting height. An
+    in-place pair whose input's live range ends at its operator's step shares one offset (the
+    operator writes the output into the input's buffer)."""
     lr = live_ranges(problem, schedule)
     vals = sorted(lr)
     asz = problem.alloc_size
-    offs, height = greedy_allocate([lr[v][0] for v in vals], [lr[v][1] for v in vals],
-                                   [asz[v] for v in vals])
+    segs = [(v, lr[v][0], lr[v][1]) for v in vals]
+    offs, height = greedy_allocate([a for _, a, _ in segs], [b for _, _, b in segs],
+                                   [asz[v] for v in vals],
+                                   same_offset=inplace_links(problem, schedule, segs))
     return {v: int(o) for v, o in zip(vals, offs)}, int(height)
 
 

@@ -26,14 +26,43 @@ def live_ranges(problem: Problem, schedule: Sequence[int]) -> dict[int, tuple[in
     return {v: (first[v], last[v]) for v in first}
 
 
+def inplace_links(problem: Problem, schedule: Sequence[int],
+                  segments: Sequence[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """``(i, j)`` index pairs of residency segments ``(value, first, last)`` that may be one
+    buffer: segment ``i`` of an in-place pair's input ends at the step ``t`` of its operator and
+    segment ``j`` of the pair's output starts there (docs/semantics.md, "In-place pairs").
+    Placing both at one offset makes the operator write the output into the input's buffer; a
+    caller must not write the input off-chip at ``t`` itself (every solver here writes a value
+    off-chip at its creation or at the start of its residency, both before ``t``)."""
+    pairs = problem.inplace_pairs
+    if not any(pairs):
+        return []
+    ends = {(v, b): k for k, (v, a, b) in enumerate(segments)}
+    starts = {(v, a): k for k, (v, a, b) in enumerate(segments)}
+    links = []
+    for t, o in enumerate(schedule):
+        for vo, vi in pairs[o]:
+            i = ends.get((vi, t))
+            j = starts.get((vo, t))
+            if i is not None and j is not None:
+                links.append((i, j))
+    return links
+
+
 def peak_live_bytes(problem: Problem, schedule: Sequence[int]) -> int:
-    """Largest sum of allocated sizes of values live at one step under full residency."""
+    """Largest sum of allocated sizes of values live at one step under full residency, an
+    in-place pair counted once at its operator's step when the input's live range ends there."""
     n = len(schedule)
     delta = np.zeros(n + 1, dtype=np.int64)
     asz = problem.alloc_size
-    for v, (a, b) in live_ranges(problem, schedule).items():
+    segs = [(v, a, b) for v, (a, b) in live_ranges(problem, schedule).items()]
+    for v, a, b in segs:
         delta[a] += asz[v]
         delta[b + 1] -= asz[v]
+    for i, _ in inplace_links(problem, schedule, segs):
+        v, _, b = segs[i]
+        delta[b] -= asz[v]
+        delta[b + 1] += asz[v]
     return int(np.cumsum(delta)[:n].max()) if n else 0
 
 
@@ -42,6 +71,7 @@ def _greedy(problem: Problem, rank: Sequence[int], variant: str, rng: np.random.
     g = problem.graph
     asz = problem.alloc_size
     managed = problem.managed
+    pairs = problem.inplace_pairs
     n_ops = len(g.ops)
     preds_left = [0] * n_ops
     succs: list[list[int]] = [[] for _ in range(n_ops)]
@@ -60,6 +90,10 @@ def _greedy(problem: Problem, rank: Sequence[int], variant: str, rng: np.random.
         op = g.ops[o]
         alloc = 0
         free = 0
+        shared = 0   # in-place outputs written into an input that dies here
+        for vo, vi in pairs[o]:
+            if readers_left[vi] == 1:
+                shared += asz[vo]
         for v in op.inputs:
             if not managed[v]:
                 continue
@@ -72,7 +106,7 @@ def _greedy(problem: Problem, rank: Sequence[int], variant: str, rng: np.random.
                 alloc += asz[v]
                 if not g.values[v].consumers:
                     free += asz[v]
-        step_peak = cur + alloc
+        step_peak = cur + alloc - shared
         net = alloc - free
         noise = rng.random() if rng is not None else 0.0
         if variant == "net":
@@ -197,4 +231,4 @@ def min_peak_schedule(problem: Problem, *, restarts: int = 4, seed: int = 0) -> 
     return best, best_peak
 
 
-__all__ = ["live_ranges", "peak_live_bytes", "min_peak_schedule", "dfs_schedule"]
+__all__ = ["live_ranges", "peak_live_bytes", "inplace_links", "min_peak_schedule", "dfs_schedule"]

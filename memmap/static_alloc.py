@@ -32,16 +32,57 @@ def best_fit_offset(starts: np.ndarray, ends: np.ndarray, size: int,
     return int(gap_lo[j])
 
 
+def merge_same_offset(lower: Sequence[int], upper: Sequence[int], size: Sequence[int],
+                      same_offset: Sequence[tuple[int, int]]):
+    """Buffers that must share one offset (chains of in-place pairs: buffer ``i`` ends at the
+    step where buffer ``j`` starts, same size) merged into one block each.
+
+    Returns ``(lo, hi, size, group)``: the blocks' inclusive step ranges (the union of their
+    members', which is contiguous for such chains) and sizes (the largest member's), and
+    ``group[k]`` = the block of buffer ``k``."""
+    n = len(size)
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, j in same_offset:
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    roots: dict[int, int] = {}
+    group = np.zeros(n, dtype=np.int64)
+    for k in range(n):
+        group[k] = roots.setdefault(find(k), len(roots))
+    m = len(roots)
+    lo = np.full(m, np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full(m, np.iinfo(np.int64).min, dtype=np.int64)
+    sz = np.zeros(m, dtype=np.int64)
+    np.minimum.at(lo, group, np.asarray(lower, dtype=np.int64))
+    np.maximum.at(hi, group, np.asarray(upper, dtype=np.int64))
+    np.maximum.at(sz, group, np.asarray(size, dtype=np.int64))
+    return lo, hi, sz, group
+
+
 def greedy_allocate(lower: Sequence[int], upper: Sequence[int], size: Sequence[int], *,
-                    orders: Sequence[str] = ("size", "area", "length")) -> tuple[np.ndarray, int]:
+                    orders: Sequence[str] = ("size", "area", "length"),
+                    same_offset: Sequence[tuple[int, int]] = ()) -> tuple[np.ndarray, int]:
     """Place buffers live on the inclusive step ranges ``[lower, upper]``.
 
     For each order (``size``: largest first, as TFLite's greedy-by-size; ``area``: size x
     lifetime; ``length``: longest lifetime first), each buffer goes to the lowest offset of the
     smallest gap among already placed time-overlapping buffers that fits it (best fit), or on
     top. Returns ``(offsets, height)`` of the best order. Offsets are multiples of the alignment
-    when all sizes are.
+    when all sizes are. ``same_offset``: index pairs ``(i, j)`` placed at one offset (in-place
+    pairs, :func:`merge_same_offset`), which then overlap at the step where one hands over.
     """
+    if same_offset:
+        lo, hi, sz, group = merge_same_offset(lower, upper, size, same_offset)
+        offs, height = greedy_allocate(lo, hi, sz, orders=orders)
+        return offs[group], height
     lo = np.asarray(lower, dtype=np.int64)
     hi = np.asarray(upper, dtype=np.int64)
     sz = np.asarray(size, dtype=np.int64)
