@@ -20,7 +20,14 @@ and at every step brings the running operator's values in:
 Optional *bookings* (used by the MSA-like baseline) reserve ``[offset, offset + size)`` for a
 value over its whole lifetime; they are never victims. When a booking starts and its range is
 held by a value the current operator needs, the booking is dropped and the value is managed
-like any other.
+like any other (unless that value is the booking's in-place partner, below).
+
+In-place pairs (docs/semantics.md): an output whose paired input is resident and not needed
+afterwards (never read again, and not an output still owing its writeback) is written into the
+input's buffer: no new space. Compaction places every pair of the operator as one buffer, also
+when the input is read later (it is then spilled first if it has no off-chip copy, and reloaded
+at its next read): that is what makes strict mode feasible down to M_R, which counts each pair
+once.
 """
 
 from __future__ import annotations
@@ -97,6 +104,34 @@ class _State:
         self.booked.discard(v)
         self.end_residency(v, t - 1)
 
+    def free_after(self, v: int, t: int) -> bool:
+        """Nothing needs v's scratchpad copy after step t (no later read, no writeback owed)."""
+        return self.next_read(v, t) == math.inf and (self.has_copy[v] or not self.g.values[v].is_output)
+
+    def hand_over(self, vi: int, vo: int, t: int) -> None:
+        """The operator at step t writes vo into vi's buffer: vi's residency ends at t (after a
+        spill, issued at its creation, if it is read later and has no off-chip copy) and vo is
+        created at the same offset."""
+        off = self.space.offset_of(vi)
+        if not self.has_copy[vi] and self.next_read(vi, t) != math.inf:
+            val = self.g.values[vi]
+            step = self.created_step.get(vi, self.start[vi])
+            self.transfers.append(Transfer(step, "writeback" if val.is_output else "spill", vi, val.size_bytes))
+            self.has_copy[vi] = True
+        self.booked.discard(vi)
+        self.end_residency(vi, t)
+        self.place(vo, off, t, created=True)
+
+    def unplace_created(self, v: int, t: int) -> None:
+        """Undo the creation of v at step t (a compaction re-places it with its in-place input)."""
+        self.space.remove(v)
+        del self.start[v]
+        self.created_step.pop(v, None)
+        if self.g.values[v].is_output:
+            self.transfers = [tr for tr in self.transfers
+                              if not (tr.value == v and tr.step == t and tr.kind == "writeback")]
+            self.has_copy[v] = False
+
     def place(self, v: int, offset: int, t: int, *, created: bool) -> None:
         self.space.add(v, offset, self.asz[v])
         self.start[v] = t
@@ -156,10 +191,18 @@ def run_engine(problem: Problem, schedule, *, solver: str, bookings=(), info=Non
         op = g.ops[o]
         req = problem.op_values[o]
         pinned = set(req)
+        partner = dict(problem.inplace_pairs[o])     # in-place output -> its input
+        pending: dict[int, int] = {}                 # output -> input it is written into (end of step)
         # 0. bookings that start now claim their range
         for b in bookings_at.get(t, ()):
             lo, hi = b.offset, b.offset + asz[b.value]
             occ = s.space.overlapping(lo, hi)
+            vi = partner.get(b.value)
+            if vi is not None and occ == [vi] and s.space.offset_of(vi) == lo and s.free_after(vi, t):
+                pending[b.value] = vi                # booked at its input's offset: in place
+                s.booked.add(b.value)
+                booking_end[b.value] = b.end
+                continue
             if b.value in s.space or any(u in pinned for u in occ):
                 continue   # dropped: the value is managed like any other
             for u in occ:
@@ -168,11 +211,17 @@ def run_engine(problem: Problem, schedule, *, solver: str, bookings=(), info=Non
             s.place(b.value, b.offset, t, created=created)
             s.booked.add(b.value)
             booking_end[b.value] = b.end
-        # 1. bring the working set in
-        todo = [v for v in req if v not in s.space]
-        todo.sort(key=lambda v: (-asz[v], v))
+        # 1. bring the working set in (in-place outputs last: their inputs are resident then)
+        todo = [v for v in req if v not in s.space and v not in pending]
+        todo.sort(key=lambda v: (v in partner, -asz[v], v))
         for v in todo:
+            if v in pending:
+                continue                             # placed with its input by a compaction
             created = g.values[v].producer == o
+            vi = partner.get(v)
+            if vi is not None and vi in s.space and s.free_after(vi, t):
+                pending[v] = vi                      # written into its input's buffer
+                continue
             if not strict:
                 # tiered: bring in only when a hole is free, or when evicting values read later
                 # than this one's next read makes room (Belady bypass); else use slow memory
@@ -200,13 +249,27 @@ def run_engine(problem: Problem, schedule, *, solver: str, bookings=(), info=Non
                 cands = [u for u in s.space.owners() if u not in pinned and u not in s.booked]
                 if not cands:
                     cands = [u for u in s.space.owners() if u not in pinned]  # give up bookings
+                if vi is not None and vi in s.space:
+                    # writing v into its input's buffer evicts the input after this step: a
+                    # Belady candidate like the others, keyed by its next read after t
+                    nr = s.next_read(vi, t)
+                    key = (nr, s.has_copy[vi] or nr == math.inf, asz[vi], -vi)
+                    if not cands or key >= max(victim_key(u, t) for u in cands):
+                        pending[v] = vi
+                        break
                 if not cands:
                     break
                 u = max(cands, key=lambda u: victim_key(u, t))
                 s.evict(u, t)
                 off = choose_hole(v, t)
+            if v in pending:
+                continue
             if off is None:
-                # compaction: re-place the whole working set from offset 0
+                # compaction: re-place the whole working set from offset 0, each in-place pair
+                # as one buffer (the working set, pairs once, fits: it is at most M_R)
+                for u in s.space.owners():
+                    if u in partner and s.start[u] == t:
+                        s.unplace_created(u, t)      # claimed by its booking: re-placed in place
                 placed_now = [u for u in s.space.owners() if s.start[u] == t]
                 for u in list(s.space.owners()):
                     if u in placed_now:
@@ -215,14 +278,22 @@ def run_engine(problem: Problem, schedule, *, solver: str, bookings=(), info=Non
                 for u in placed_now:
                     s.space.remove(u)
                 cursor = 0
+                written_into = {vi: vo for vo, vi in partner.items()}
+                pending.clear()
                 for u in sorted(req, key=lambda u: (-asz[u], u)):
+                    if u in partner:
+                        continue                     # placed with its input
                     if u in placed_now:
                         s.space.add(u, cursor, asz[u])
                     else:
                         s.place(u, cursor, t, created=g.values[u].producer == o)
+                    if u in written_into:
+                        pending[written_into[u]] = u
                     cursor += asz[u]
                 break
             s.place(v, off, t, created=created)
+        for vo, vi in pending.items():
+            s.hand_over(vi, vo, t)
         # 2. free what is dead
         for v in list(s.space.owners()):
             if v in s.booked and booking_end.get(v, n) > t:

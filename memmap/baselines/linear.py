@@ -12,6 +12,12 @@
 
 Tiered mode uses Belady bypass: a value only enters when room can be made by evicting values
 read later than it; otherwise the operator uses slow memory.
+
+In-place pairs (docs/semantics.md): an output whose paired input is resident and not needed
+afterwards takes the input's bytes (its segment starts where the input's ends, and the allocator
+places both at one offset). In strict mode, when evicting every other value still leaves no room,
+pairs whose input is read later share too (the input is spilled first if it has no off-chip copy),
+so the replacement fits down to M_R, which counts each pair once.
 Returns None when no ``C'`` yields an allocation that fits (the caller falls back to the online
 best-fit engine).
 """
@@ -24,6 +30,7 @@ from collections import defaultdict
 
 from memmap.plan import Plan, Residency, Transfer
 from memmap.problem import Problem
+from memmap.scheduling import inplace_links
 from memmap.static_alloc import greedy_allocate
 
 
@@ -80,25 +87,59 @@ def _replace_by_bytes(problem: Problem, schedule, cap: int):
     def victim_key(u, t):
         return (next_read(u, t - 1), has_copy[u] or next_read(u, t - 1) == math.inf, asz[u], -u)
 
+    def free_after(v, t):
+        return next_read(v, t) == math.inf and (has_copy[v] or not g.values[v].is_output)
+
+    def hand_over(vi, t):
+        """vi's segment ends at t: its operator writes an in-place output into its buffer."""
+        nonlocal live
+        if not has_copy[vi] and next_read(vi, t) != math.inf:
+            val = g.values[vi]
+            transfers.append(Transfer(created_at.get(vi, start[vi]), "writeback" if val.is_output else "spill",
+                                      vi, val.size_bytes))
+            has_copy[vi] = True
+        segs.append((vi, start.pop(vi), t))
+        live -= asz[vi]
+
     for t, o in enumerate(schedule):
         req = problem.op_values[o]
         pinned = set(req)
-        todo = sorted((v for v in req if v not in start), key=lambda v: (-asz[v], v))
+        pairs = problem.inplace_pairs[o]
+        owner = {vo: vi for vo, vi in pairs}
+        # in-place outputs after the other values (their inputs are resident by then)
+        todo = sorted((v for v in req if v not in start), key=lambda v: (v in owner, -asz[v], v))
         if strict:
             need = sum(asz[v] for v in todo)
+            shared = [vi for vo, vi in pairs if free_after(vi, t)]
+            need -= sum(asz[vi] for vi in shared)
             if live + need > cap:
                 cands = sorted((u for u in start if u not in pinned), key=lambda u: victim_key(u, t), reverse=True)
                 for u in cands:
                     if live + need <= cap:
                         break
                     evict(u, t)
+                # then inputs read later give their buffer to their in-place output (latest read first)
+                forced = sorted((vi for vo, vi in pairs if vi not in shared),
+                                key=lambda vi: (next_read(vi, t), asz[vi], -vi), reverse=True)
+                for vi in forced:
+                    if live + need <= cap:
+                        break
+                    shared.append(vi)
+                    need -= asz[vi]
                 if live + need > cap:
                     return None
             for v in todo:
                 bring(v, t, o)
+            for vi in shared:
+                hand_over(vi, t)
         else:
             for v in todo:
                 created = g.values[v].producer == o
+                vi = owner.get(v)
+                if vi is not None and vi in start and free_after(vi, t):
+                    bring(v, t, o)               # written into its input's buffer: no new bytes
+                    hand_over(vi, t)
+                    continue
                 if live + asz[v] > cap:
                     mine = next_read(v, t)
                     cands = sorted((u for u in start if u not in pinned and next_read(u, t - 1) > mine),
@@ -138,7 +179,8 @@ def solve_linear(problem: Problem, schedule, *, solver: str, max_iters: int = 8,
         # the allocator is quadratic in the number of segments: one order on big instances
         orders = ("size", "area", "length") if len(segs) <= 3000 else ("size",)
         offs, height = greedy_allocate([s[1] for s in segs], [s[2] for s in segs],
-                                       [problem.alloc_size[s[0]] for s in segs], orders=orders)
+                                       [problem.alloc_size[s[0]] for s in segs], orders=orders,
+                                       same_offset=inplace_links(problem, schedule, segs))
         if height > cap:
             return None
         res = [Residency(v, a, b, int(off)) for (v, a, b), off in zip(segs, offs)]

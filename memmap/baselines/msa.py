@@ -41,6 +41,15 @@ def plan_reservations(problem: Problem, schedule) -> list[Booking]:
             points[v].append(t)
             req_unbooked[t] += asz[v]
     booked = np.zeros(n, dtype=np.int64)
+    # in-place pairs whose input's live range ends at the operator's step: the second of the two
+    # to be reserved tries its partner's offset first (one buffer, as the engine then shares it)
+    partner: dict[int, int] = {}
+    for t, o in enumerate(schedule):
+        for vo, vi in problem.inplace_pairs[o]:
+            if vi in lr and vo in lr and lr[vi][1] == t:
+                partner[vo] = vi
+                partner[vi] = vo
+    where: dict[int, int] = {}      # reserved value -> index in b_*
     order = sorted(lr, key=lambda v: (-prio.get(v, 0.0), -asz[v], lr[v][1] - lr[v][0], v))
     b_lo: list[int] = []
     b_hi: list[int] = []
@@ -58,15 +67,25 @@ def plan_reservations(problem: Problem, schedule) -> list[Booking]:
             extra[np.asarray(points[v]) - a] = 0
             if int((booked[a:b + 1] + req_unbooked[a:b + 1] + extra).max()) > cap:
                 continue
+        off = None
         if b_lo:
             lo_arr, hi_arr = np.asarray(b_lo), np.asarray(b_hi)
             mask = (lo_arr <= b) & (hi_arr >= a)
-            offs = np.asarray(b_off)[mask]
-            off = best_fit_offset(offs, np.asarray(b_end)[mask], asz[v], cap)
+            k = where.get(partner.get(v, -1))
+            if k is not None:
+                others = mask.copy()
+                others[k] = False
+                x = b_off[k]
+                if not np.any(others & (np.asarray(b_off) < x + asz[v]) & (np.asarray(b_end) > x)):
+                    off = x          # in place: the partner's offset is free over the whole range
+            if off is None:
+                offs = np.asarray(b_off)[mask]
+                off = best_fit_offset(offs, np.asarray(b_end)[mask], asz[v], cap)
         else:
             off = 0 if asz[v] <= cap else None
         if off is None:
             continue
+        where[v] = len(b_lo)
         b_lo.append(a)
         b_hi.append(b)
         b_off.append(off)
