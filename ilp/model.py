@@ -30,6 +30,8 @@ Constraint families (one function each, every variable named):
   rectangle and every kept-gap rectangle; the capacity is the address domain's upper bound.
 * :func:`add_step_capacity` - redundant per-step byte sums (strengthens the LP bound).
 * :func:`add_transfers` - reload, spill, slow-read and slow-write indicators.
+* :func:`add_inplace` - in-place pairs: ``share`` puts an operator's output at its input's offset
+  at the operator's step, the input's run ending there; the two are then one rectangle.
 * :func:`add_symmetry_breaking` - mirror symmetry of the address axis and interchangeable values.
 * :func:`add_objective` - strict: non-compulsory bytes, then the number of non-compulsory
   transfers (lexicographic by weighting); tiered: a modelled-time proxy (see docs/ilp.md).
@@ -47,6 +49,7 @@ from ortools.sat.python import cp_model
 
 from memmap.plan import Plan, Residency, Transfer
 from memmap.problem import Problem
+from memmap.static_alloc import merge_same_offset
 
 # time unit of the tiered objective: 1 ns
 TIME_UNIT_S = 1e-9
@@ -91,6 +94,9 @@ class Instance:
       specs: managed values that have at least one required point.
       unit_bytes: address resolution (GCD of the allocated sizes; a multiple of the alignment).
       capacity_units: ``capacity_bytes // unit_bytes``.
+      pairs: in-place pairs ``(step, output spec, input spec, input point)``: at ``step`` the
+        operator may write the output (its point 0) into the input's buffer (point ``input
+        point`` of the input, which is at ``step``).
     """
 
     problem: Problem
@@ -98,6 +104,7 @@ class Instance:
     specs: list[ValueSpec]
     unit_bytes: int
     capacity_units: int
+    pairs: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)
 
     @property
     def num_steps(self) -> int:
@@ -149,8 +156,15 @@ def make_instance(problem: Problem, schedule: Sequence[int], *, unit_bytes: int 
         val = g.values[v]
         specs.append(ValueSpec(value=v, points=p, size_units=asz[v] // unit_bytes, size_bytes=val.size_bytes,
                                produced=val.producer is not None, is_output=val.is_output, reads=r))
+    index = {sp.value: j for j, sp in enumerate(specs)}
+    pairs = []
+    for t, o in enumerate(schedule):
+        for vo, vi in problem.inplace_pairs[o]:
+            jo, ji = index[vo], index[vi]
+            pairs.append((t, jo, ji, specs[ji].points.index(t)))
     return Instance(problem=problem, schedule=tuple(int(o) for o in schedule), specs=specs,
-                    unit_bytes=unit_bytes, capacity_units=problem.target.capacity_bytes // unit_bytes)
+                    unit_bytes=unit_bytes, capacity_units=problem.target.capacity_bytes // unit_bytes,
+                    pairs=pairs)
 
 
 @dataclasses.dataclass
@@ -175,11 +189,27 @@ class Assignment:
       resident: ``[num_specs][k+1]`` point resident (always True in strict mode).
       offset: ``[num_specs][k+1]`` offset in units of each resident point (0 when not resident).
       keep: ``[num_specs][k]`` gap kept.
+      share: ``[num_pairs]`` the in-place pair ``inst.pairs[k]`` is one buffer; None: derived
+        from the rest (:func:`shares_of`: both points resident at one offset, the input's run
+        ending there).
     """
 
     resident: list[list[bool]]
     offset: list[list[int]]
     keep: list[list[bool]]
+    share: list[bool] | None = None
+
+
+def shares_of(inst: "Instance", a: Assignment) -> list[bool]:
+    """``a.share``, or derived from its points when it has none (see :class:`Assignment`)."""
+    if a.share is not None:
+        return list(a.share)
+    out = []
+    for t, jo, ji, ii in inst.pairs:
+        last = ii == len(inst.specs[ji].points) - 1
+        out.append(bool(a.resident[ji][ii] and a.resident[jo][0] and a.offset[ji][ii] == a.offset[jo][0]
+                        and (last or not a.keep[ji][ii])))
+    return out
 
 
 class FixedScheduleModel:
@@ -217,8 +247,10 @@ class FixedScheduleModel:
         self.slow_write: list = []
         self._x_free = 0
         self.num_rectangles = 0
+        self.share: list = []
         self.add_point_residency()
         self.add_kept_gaps()
+        self.add_inplace()
         if addresses:
             self.add_no_overlap()
         if redundant_capacity or not addresses:
@@ -291,6 +323,41 @@ class FixedScheduleModel:
                 ks.append(k)
             self.keep.append(ks)
 
+    # -- 2b. in-place pairs -------------------------------------------------------------------------
+    def add_inplace(self) -> None:
+        """``share_p{k}`` for pair ``k`` (``inst.pairs``): the operator writes its output into
+        the input's buffer. ``share`` => both points resident, the same offset, and the input's
+        run ends at that step (its next gap is not kept). The input's point rectangle is then
+        absent (:meth:`add_no_overlap`; the output's stands for both) and the step capacity
+        counts it once. Values read later reload as usual (the spill, if any, is at the
+        input's creation, before the step). Fixed pairs (a window) keep the incumbent's."""
+        m = self.model
+        fa = self.fixed.assignment if self.fixed else None
+        fixed_share = shares_of(self.inst, fa) if fa is not None else None
+        self.share_at: dict[tuple[int, int], object] = {}   # (input spec, point) -> share
+        for k, (t, jo, ji, ii) in enumerate(self.inst.pairs):
+            if not self._point_free(t):
+                sh = bool(fixed_share[k])
+            else:
+                ri, ro = self.resident[ji][ii], self.resident[jo][0]
+                ki = self.keep[ji][ii] if ii < len(self.keep[ji]) else False
+                if ri is False or ro is False or ki is True:
+                    sh = False
+                else:
+                    sh = m.new_bool_var(f"share_p{k}_v{self.inst.specs[jo].value}_v{self.inst.specs[ji].value}")
+                    for r in (ri, ro):
+                        if r is not True:
+                            m.add_implication(sh, r)
+                    if ki is not False:
+                        m.add_implication(sh, ki.Not())
+                    a, b = self.offset[ji][ii], self.offset[jo][0]
+                    if self.addresses and not (isinstance(a, int) and isinstance(b, int)):
+                        m.add(a == b).only_enforce_if(sh)
+                    elif self.addresses and a != b:
+                        m.add(sh == 0)
+            self.share.append(sh)
+            self.share_at[(ji, ii)] = sh
+
     # -- 3. addresses ------------------------------------------------------------------------------
     def add_no_overlap(self) -> None:
         """One 2-D no-overlap over (step, address): a rectangle per resident point and per kept
@@ -320,13 +387,29 @@ class FixedScheduleModel:
             sz = s.size_units
             for i, t in enumerate(s.points):
                 if touches(t, t):
-                    rect(t, 1, self.offset[j][i], sz, self.resident[j][i], f"v{s.value}_p{i}")
+                    rect(t, 1, self.offset[j][i], sz, self._present(j, i), f"v{s.value}_p{i}")
             for i in range(len(s.points) - 1):
                 t0, t1 = s.points[i] + 1, s.points[i + 1] - 1
                 if t1 >= t0 and touches(t0, t1):
                     rect(t0, t1 - t0 + 1, self.offset[j][i], sz, self.keep[j][i], f"v{s.value}_g{i}")
         self.num_rectangles = len(xs)
         m.add_no_overlap_2d(xs, ys)
+
+    def _present(self, j: int, i: int):
+        """Literal (or constant) of point ``i`` of spec ``j`` having its own rectangle: resident
+        and not the input of a shared in-place pair (whose output's rectangle stands for it)."""
+        r = self.resident[j][i]
+        sh = self.share_at.get((j, i), False)
+        if r is False or sh is True:
+            return False
+        if sh is False:
+            return r
+        if r is True:
+            return sh.Not()
+        p = self.model.new_bool_var(f"own_rect_v{self.inst.specs[j].value}_p{i}")
+        self.model.add_bool_and([r, sh.Not()]).only_enforce_if(p)
+        self.model.add_bool_or([p, r.Not(), sh])
+        return p
 
     # -- 4. redundant per-step capacity ------------------------------------------------------------
     def add_step_capacity(self) -> None:
@@ -357,10 +440,17 @@ class FixedScheduleModel:
                         const[t] += sz
                     else:
                         terms[t].append((k, sz))
+        for (t, jo, ji, ii), sh in zip(self.inst.pairs, self.share):
+            if win[0] <= t <= win[1] and sh is not False:   # a shared pair is one buffer
+                sz = self.inst.specs[ji].size_units
+                if sh is True:
+                    const[t] -= sz
+                else:
+                    terms[t].append((sh, -sz))
         self.num_capacity_rows = 0
         for t in range(win[0], win[1] + 1):
             cap = self.inst.capacity_units if self.step_caps is None else self.step_caps[t]
-            if const[t] + sum(sz for _, sz in terms[t]) <= cap:
+            if const[t] + sum(sz for _, sz in terms[t] if sz > 0) <= cap:
                 continue
             self.model.add(sum(sz * v for v, sz in terms[t]) <= cap - const[t]).with_name(f"cap_t{t}")
             self.num_capacity_rows += 1
@@ -453,7 +543,10 @@ class FixedScheduleModel:
             return
         if self.strict:
             groups: dict[tuple, list[int]] = defaultdict(list)
+            paired = {j for _, jo, ji, _ in self.inst.pairs for j in (jo, ji)}
             for j, s in enumerate(self.inst.specs):
+                if j in paired:
+                    continue   # swapping it would not carry its partner along
                 groups[(s.size_units, s.points, s.cost_class, s.reads, s.size_bytes)].append(j)
             self.symmetry_groups = [g for g in groups.values() if len(g) > 1]
             for grp in self.symmetry_groups:
@@ -584,7 +677,7 @@ class FixedScheduleModel:
             items = sorted(((res[j], off[j], keep[j]) for j in grp), key=lambda x: x[1][0])
             for j, (r, o, k) in zip(grp, items):
                 res[j], off[j], keep[j] = r, o, k
-        return Assignment(res, off, keep)
+        return Assignment(res, off, keep, shares_of(self.inst, a))
 
     def add_hint(self, a: Assignment) -> None:
         """Hint every variable with the assignment (made canonical, see :meth:`canonical`):
@@ -612,6 +705,9 @@ class FixedScheduleModel:
             for i, k in enumerate(self.keep[j]):
                 if not isinstance(k, bool):
                     m.add_hint(k, a.keep[j][i])
+        for sh, want in zip(self.share, shares_of(self.inst, a)):
+            if not isinstance(sh, bool):
+                m.add_hint(sh, want)
 
     def read(self, solver: cp_model.CpSolver) -> Assignment:
         """The solver's solution as an :class:`Assignment`."""
@@ -621,7 +717,7 @@ class FixedScheduleModel:
         res = [[bool(val(r)) for r in rs] for rs in self.resident]
         off = [[int(val(o)) if res[j][i] else 0 for i, o in enumerate(os_)] for j, os_ in enumerate(self.offset)]
         keep = [[bool(val(k)) for k in ks] for ks in self.keep]
-        return Assignment(res, off, keep)
+        return Assignment(res, off, keep, [bool(val(sh)) for sh in self.share])
 
 
 def point_runs(resident: Sequence[bool], keep: Sequence[bool]) -> list[tuple[int, int]]:
@@ -704,8 +800,16 @@ def encode_residencies(inst: Instance, residencies: Sequence[Residency]) -> Assi
         cover.append(cv)
         resident.append([c is not None for c in cv])
         keep.append([cv[i] is not None and cv[i] is cv[i + 1] for i in range(len(cv) - 1)])
+    # in-place pairs the plan shares: the input's residency ends at the step where the
+    # output's starts, at the same offset
+    share = []
+    for t, jo, ji, ii in inst.pairs:
+        ri, ro = cover[ji][ii], cover[jo][0]
+        share.append(ri is not None and ro is not None and ri.end == t and ro.start == t
+                     and ri.offset == ro.offset)
     # runs: (spec, first point, last point) with the plan's offset; then gravity to the unit grid
     runs = []
+    run_of: dict[tuple[int, int], int] = {}     # (spec, point) -> its run
     for j, s in enumerate(inst.specs):
         i, k = 0, len(s.points)
         while i < k:
@@ -715,23 +819,34 @@ def encode_residencies(inst: Instance, residencies: Sequence[Residency]) -> Assi
             a = i
             while i < k - 1 and keep[j][i]:
                 i += 1
+            for x in range(a, i + 1):
+                run_of[(j, x)] = len(runs)
             runs.append((j, a, i, cover[j][a].offset))
             i += 1
+    links = [(run_of[(ji, ii)], run_of[(jo, 0)]) for (t, jo, ji, ii), sh in zip(inst.pairs, share) if sh]
     new_off = gravity([inst.specs[j].points[a] for j, a, _, _ in runs],
                       [inst.specs[j].points[b] for j, _, b, _ in runs],
                       [inst.specs[j].size_units * inst.unit_bytes for j, _, _, _ in runs],
-                      [o for _, _, _, o in runs])
+                      [o for _, _, _, o in runs], same_offset=links)
     offset = [[0] * len(s.points) for s in inst.specs]
     for (j, a, b, _), o in zip(runs, new_off):
         for i in range(a, b + 1):
             offset[j][i] = int(o) // inst.unit_bytes
-    return Assignment(resident, offset, keep)
+    return Assignment(resident, offset, keep, share)
 
 
-def gravity(lo: Sequence[int], hi: Sequence[int], size: Sequence[int], offset: Sequence[int]) -> np.ndarray:
+def gravity(lo: Sequence[int], hi: Sequence[int], size: Sequence[int], offset: Sequence[int], *,
+            same_offset: Sequence[tuple[int, int]] = ()) -> np.ndarray:
     """Drop every block (inclusive time range ``[lo, hi]``, ``size`` bytes at ``offset``) to the
     lowest address above the lower blocks that overlap it in time. Offsets only decrease and
-    every new offset is 0 or another block's top (see :func:`make_instance`)."""
+    every new offset is 0 or another block's top (see :func:`make_instance`). Blocks linked by
+    ``same_offset`` (shared in-place pairs, at one offset) move together as one block spanning
+    their union (:func:`memmap.static_alloc.merge_same_offset`)."""
+    if same_offset:
+        glo, ghi, gsz, group = merge_same_offset(lo, hi, size, same_offset)
+        goff = np.zeros(len(gsz), dtype=np.int64)
+        goff[group] = np.asarray(offset, dtype=np.int64)
+        return gravity(glo, ghi, gsz, goff)[group]
     lo = np.asarray(lo, dtype=np.int64)
     hi = np.asarray(hi, dtype=np.int64)
     sz = np.asarray(size, dtype=np.int64)
@@ -747,19 +862,24 @@ def gravity(lo: Sequence[int], hi: Sequence[int], size: Sequence[int], offset: S
 
 
 def trivial_assignment(inst: Instance) -> Assignment | None:
-    """Strict mode: evict everything after each use and stack each step's working set from 0.
-    Feasible whenever the capacity is at least M_R. Tiered: nothing resident."""
+    """Strict mode: evict everything after each use and stack each step's working set from 0,
+    every in-place pair as one buffer (the output at its input's offset). Feasible whenever the
+    capacity is at least M_R. Tiered: nothing resident."""
     strict = inst.problem.mode == "strict"
     n = inst.num_steps
     top = [0] * n
     resident, offset, keep = [], [], []
-    for s in inst.specs:
+    written = {jo: (ji, ii) for _, jo, ji, ii in inst.pairs}    # output spec -> its input point
+    for j, s in enumerate(inst.specs):
         rs, os_ = [], []
-        for t in s.points:
+        for i, t in enumerate(s.points):
             if strict:
+                rs.append(True)
+                if i == 0 and j in written:
+                    os_.append(-1)          # filled below with its input's offset
+                    continue
                 if top[t] + s.size_units > inst.capacity_units:
                     return None
-                rs.append(True)
                 os_.append(top[t])
                 top[t] += s.size_units
             else:
@@ -768,8 +888,12 @@ def trivial_assignment(inst: Instance) -> Assignment | None:
         resident.append(rs)
         offset.append(os_)
         keep.append([False] * (len(s.points) - 1))
-    return Assignment(resident, offset, keep)
+    if strict:
+        for jo, (ji, ii) in written.items():
+            offset[jo][0] = offset[ji][ii]
+    return Assignment(resident, offset, keep, [strict] * len(inst.pairs))
 
 
 __all__ = ["Instance", "ValueSpec", "Assignment", "Fixed", "FixedScheduleModel", "make_instance",
-           "decode", "encode", "encode_residencies", "gravity", "trivial_assignment", "TIME_UNIT_S"]
+           "decode", "encode", "encode_residencies", "gravity", "trivial_assignment", "shares_of",
+           "TIME_UNIT_S"]

@@ -8,7 +8,9 @@ evaluator, deterministic for a seed.
   (COSMA's baseline recipe without addresses): each step brings its operator's managed values
   in; when the resident *bytes* would exceed the capacity, resident values not used by the
   operator are evicted, furthest next read first (clean before dirty, larger first); values are
-  freed after their last read. It counts reload bytes (every load but a parameter's first) and
+  freed after their last read. In-place pairs (docs/semantics.md): an output takes its input's
+  bytes when the input is not read again; when evictions alone leave no room, inputs read later
+  hand their buffer over too (latest next read first), at the price of a spill and a reload. It counts reload bytes (every load but a parameter's first) and
   spill bytes (a produced intermediate evicted while still needed, once). It ignores addresses
   (fragmentation), so it is a proxy, neither a bound nor a plan; the exact model decides.
   It is written here, not imported from ``memmap.baselines`` (no solver imports another).
@@ -118,11 +120,14 @@ class _Ctx:
             for q in ps:
                 self.succs[q].append(op.id)
         self.succs = [sorted(s) for s in self.succs]
+        # in-place pairs (both managed): the inputs whose buffer an output may take
+        self.pair_ins = [tuple(vi for vo, vi in pr) for pr in problem.inplace_pairs]
         self.refs = sum(len(a) + len(b) for a, b in zip(self.ins, self.outs))
         # the same data as int64 arrays for the compiled kernel: operands in CSR form
         # (``ins_idx[ins_ptr[o]:ins_ptr[o + 1]]`` are ``ins[o]``, in the same order)
         self.ins_ptr, self.ins_idx = _csr(self.ins)
         self.outs_ptr, self.outs_idx = _csr(self.outs)
+        self.pairs_ptr, self.pairs_idx = _csr(self.pair_ins)
         self.op_refs = np.diff(self.ins_ptr) + np.diff(self.outs_ptr)
         self.asz_a = np.asarray(self.asz, dtype=np.int64).reshape(-1)
         self.size_a = np.asarray(self.size, dtype=np.int64).reshape(-1)
@@ -176,8 +181,8 @@ def _evaluate_compiled(ctx: _Ctx, order: Sequence[int], cap: int, want_segments:
     segs = np.empty((max_segs, 3), dtype=np.int64)
     evicts = np.empty(n, dtype=np.int64)
     traffic, excess, n_segs, n_evicts, feasible = _evaluate_kernel(
-        o, ctx.ins_ptr, ctx.ins_idx, ctx.outs_ptr, ctx.outs_idx, ctx.asz_a, ctx.size_a, ctx.produced_a,
-        ctx.is_output_a, caps, want_segments, segs, evicts)
+        o, ctx.ins_ptr, ctx.ins_idx, ctx.outs_ptr, ctx.outs_idx, ctx.pairs_ptr, ctx.pairs_idx, ctx.asz_a,
+        ctx.size_a, ctx.produced_a, ctx.is_output_a, caps, want_segments, segs, evicts)
     seg_t = tuple(map(tuple, segs[:n_segs].tolist())) if want_segments else ()
     return Estimate(int(traffic), int(excess), seg_t, tuple(evicts[:n_evicts].tolist()), bool(feasible))
 
@@ -204,12 +209,12 @@ def _sift_down(c_u, c_k, c_a, i, m):  # pragma: no cover - compiled by numba
 
 
 @_jit
-def _evaluate_kernel(order, ins_ptr, ins_idx, outs_ptr, outs_idx, asz, size, produced, is_output,
-                     caps, want_segments, segs, evicts):  # pragma: no cover - compiled by numba
-    """The replacement of :func:`_evaluate_py` over arrays. Inputs: ``order [n]``, operands in CSR
-    form, per-value ``asz, size, produced, is_output [n_values]``, ``caps [n]`` (a capacity per
-    step). Writes ``segs [:n_segs, 3]`` (when ``want_segments``) and ``evicts [:n_evicts]``;
-    returns ``(traffic, excess, n_segs, n_evicts, feasible)``.
+def _evaluate_kernel(order, ins_ptr, ins_idx, outs_ptr, outs_idx, pairs_ptr, pairs_idx, asz, size,
+                     produced, is_output, caps, want_segments, segs, evicts):  # pragma: no cover - compiled by numba
+    """The replacement of :func:`_evaluate_py` over arrays. Inputs: ``order [n]``, operands and
+    in-place pair inputs in CSR form, per-value ``asz, size, produced, is_output [n_values]``,
+    ``caps [n]`` (a capacity per step). Writes ``segs [:n_segs, 3]`` (when ``want_segments``) and
+    ``evicts [:n_evicts]``; returns ``(traffic, excess, n_segs, n_evicts, feasible)``.
 
     The resident set is a dense list with positions (O(1) insert and remove). Eviction gathers the
     unpinned residents' keys ``(next_read, has_copy, asz, -value)`` once per step into a max-heap
@@ -250,6 +255,9 @@ def _evaluate_kernel(order, ins_ptr, ins_idx, outs_ptr, outs_idx, asz, size, pro
     c_u = np.empty(nv, np.int64)             # eviction candidates: value, key, alloc size
     c_k = np.empty(nv, np.int64)
     c_a = np.empty(nv, np.int64)
+    shared = np.zeros(nv, np.bool_)          # pair inputs handing their buffer over at this step
+    hand = np.empty(nv, np.int64)            # ... in the order they were chosen
+    n_hand = 0
     live = 0
     traffic = 0
     feasible = True
@@ -270,6 +278,15 @@ def _evaluate_kernel(order, ins_ptr, ins_idx, outs_ptr, outs_idx, asz, size, pro
             v = outs_idx[k]
             need += asz[v]
             first_touch[v] = t
+        p0, p1 = pairs_ptr[o], pairs_ptr[o + 1]
+        n_hand = 0
+        for k in range(p0, p1):                 # inputs read for the last time: free hand-over
+            v = pairs_idx[k]
+            if nxt[v] + 1 >= rptr[v + 1]:
+                shared[v] = True
+                hand[n_hand] = v
+                n_hand += 1
+                need -= asz[v]
         cap = caps[t]
         if live + need > cap:
             for k in range(i0, i1):
@@ -307,6 +324,26 @@ def _evaluate_kernel(order, ins_ptr, ins_idx, outs_ptr, outs_idx, asz, size, pro
                 res_pos[last] = res_pos[u]
                 n_res -= 1
                 live -= asz[u]
+            # inputs read later hand their buffer over too: latest next read first
+            while live + need > cap:
+                best = -1
+                for k in range(p0, p1):
+                    v = pairs_idx[k]
+                    if shared[v]:
+                        continue
+                    if best < 0:
+                        best = v
+                        continue
+                    rv = reads[nxt[v] + 1] if nxt[v] + 1 < rptr[v + 1] else inf
+                    rb = reads[nxt[best] + 1] if nxt[best] + 1 < rptr[best + 1] else inf
+                    if rv > rb or (rv == rb and (asz[v] > asz[best] or (asz[v] == asz[best] and v < best))):
+                        best = v
+                if best < 0:
+                    break
+                shared[best] = True
+                hand[n_hand] = best
+                n_hand += 1
+                need -= asz[best]
             evicts[n_evicts] = t
             n_evicts += 1
             if live + need > cap:
@@ -336,6 +373,28 @@ def _evaluate_kernel(order, ins_ptr, ins_idx, outs_ptr, outs_idx, asz, size, pro
             live += asz[v]
             if is_output[v]:
                 has_copy[v] = True                   # writeback (compulsory)
+        for h in range(n_hand):                      # the hand-overs: the input's segment ends
+            v = hand[h]
+            shared[v] = False
+            if nxt[v] + 1 < rptr[v + 1]:
+                if not has_copy[v]:
+                    if produced[v] and not is_output[v]:
+                        traffic += size[v]           # the one spill (it is read later)
+                    has_copy[v] = True
+            else:
+                delta[first_touch[v]] += asz[v]      # full residency: one buffer at step t
+                delta[t] -= asz[v]
+            if want_segments:
+                segs[n_segs, 0] = v
+                segs[n_segs, 1] = start[v]
+                segs[n_segs, 2] = t
+                n_segs += 1
+            start[v] = -1
+            last = res[n_res - 1]
+            res[res_pos[v]] = last
+            res_pos[last] = res_pos[v]
+            n_res -= 1
+            live -= asz[v]
         for k in range(i0, i1):
             nxt[ins_idx[k]] += 1
         if t < n - 1:
@@ -426,6 +485,14 @@ def _evaluate_py(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool 
         for v in outs:
             need += asz[v]
             first_touch[v] = t
+
+        def read_after(v):                          # next read after this step
+            r = reads[v]
+            i = ptr[v] + 1
+            return r[i] if i < len(r) else inf
+
+        hand = [v for v in ctx.pair_ins[o] if read_after(v) == inf]   # free hand-overs
+        need -= sum(asz[v] for v in hand)
         if step_caps is not None:
             cap = step_caps[t]
         if live + need > cap:
@@ -444,6 +511,13 @@ def _evaluate_py(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool 
                     segs.append((u, start[u], t - 1))
                 del start[u]
                 live -= asz[u]
+            # inputs read later hand their buffer over too: latest next read first
+            for v in sorted((v for v in ctx.pair_ins[o] if v not in hand),
+                            key=lambda v: (read_after(v), asz[v], -v), reverse=True):
+                if live + need <= cap:
+                    break
+                hand.append(v)
+                need -= asz[v]
             evicts.append(t)
             if live + need > cap:
                 feasible = False
@@ -459,6 +533,19 @@ def _evaluate_py(ctx: _Ctx, order: Sequence[int], cap: int, want_segments: bool 
             live += asz[v]
             if is_output[v]:
                 has_copy.add(v)                      # writeback (compulsory)
+        for v in hand:                               # the hand-overs: the input's segment ends
+            if read_after(v) != inf:
+                if v not in has_copy:
+                    if produced[v] and not is_output[v]:
+                        traffic += size[v]           # the one spill (it is read later)
+                    has_copy.add(v)
+            else:
+                delta[first_touch[v]] += asz[v]      # full residency: one buffer at step t
+                delta[t] -= asz[v]
+            if want_segments:
+                segs.append((v, start[v], t))
+            del start[v]
+            live -= asz[v]
         for v in ins:
             ptr[v] += 1
         if t < n - 1:

@@ -33,7 +33,8 @@ from memmap.ilp.schedule_search import estimate_traffic, search_schedules
 from memmap.plan import Plan, Residency
 from memmap.prefetch import hoist_prefetches
 from memmap.problem import Problem
-from memmap.static_alloc import greedy_allocate
+from memmap.scheduling import inplace_links
+from memmap.static_alloc import greedy_allocate, merge_same_offset
 from memmap.verify import verify_plan
 
 ProgressFn = Callable[[str], None]
@@ -235,13 +236,19 @@ def _replacement_start(problem: Problem, inst: Instance) -> Assignment | None:
 
 
 def _packed(problem: Problem, inst: Instance, segs) -> Assignment | None:
-    """Residency segments ``(value, first, last)`` placed within the capacity, as an assignment."""
+    """Residency segments ``(value, first, last)`` placed within the capacity, as an assignment.
+    Segments of an in-place pair that meet at their operator's step are one block (one offset:
+    the operator writes the output into the input's buffer)."""
     asz = problem.alloc_size
-    offs = pack_buffers([x[1] for x in segs], [x[2] + 1 for x in segs], [asz[x[0]] for x in segs],
-                        problem.target.capacity_bytes, max_nodes=PACK_NODES)
+    lo, hi, sz, group = merge_same_offset([x[1] for x in segs], [x[2] for x in segs],
+                                          [asz[x[0]] for x in segs],
+                                          inplace_links(problem, inst.schedule, segs))
+    offs = pack_buffers(lo.tolist(), (hi + 1).tolist(), sz.tolist(), problem.target.capacity_bytes,
+                        max_nodes=PACK_NODES)
     if offs is None:
         return None
-    return encode_residencies(inst, [Residency(v, a, b, int(o)) for (v, a, b), o in zip(segs, offs)])
+    return encode_residencies(inst, [Residency(v, a, b, int(offs[k]))
+                                     for (v, a, b), k in zip(segs, group.tolist())])
 
 
 def _repair_caps(problem: Problem, inst: Instance, rounds: int = REPAIR_ROUNDS,
@@ -278,7 +285,8 @@ def _repair_caps(problem: Problem, inst: Instance, rounds: int = REPAIR_ROUNDS,
         starts = [x[1] for x in segs]
         ends = [x[2] for x in segs]
         sizes = [asz[x[0]] for x in segs]
-        offs, _ = greedy_allocate(starts, ends, sizes, orders=("size", "area", "length"))
+        offs, _ = greedy_allocate(starts, ends, sizes, orders=("size", "area", "length"),
+                                  same_offset=inplace_links(problem, sched, segs))
         over = [0] * n
         for k, o in enumerate(offs.tolist()):
             top = o + sizes[k] - cap
@@ -368,7 +376,8 @@ def _relaxed_start(problem: Problem, inst: Instance, hint: Assignment, opts: Ilp
         lo = [x[1] for x in segs]
         hi = [x[2] for x in segs]
         sizes = [asz[x[0]] for x in segs]
-        offs, height = greedy_allocate(lo, hi, sizes, orders=("size", "area", "length"))
+        offs, height = greedy_allocate(lo, hi, sizes, orders=("size", "area", "length"),
+                                       same_offset=inplace_links(problem, inst.schedule, segs))
         over = [0] * n
         if height <= cap:
             res = [Residency(v, x, y, int(o)) for (v, x, y), o in zip(segs, offs.tolist())]
