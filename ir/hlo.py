@@ -16,7 +16,8 @@ What becomes what (docs/importers.md has the full rules):
 * ``while``, ``conditional``, ``call`` and ``async-start`` are one operator each; the peak live
   bytes inside the called computation(s) (excluding their parameters, which are the operator's
   inputs, and their results, which are the operator's outputs) become a temporary output
-  ``inst.body_peak``.
+  ``inst.body_peak``. A ``while``'s result leaf ``i`` and operand leaf ``i`` form an in-place
+  pair (``Op.inplace``): the new loop state may be written into the old one's buffer.
 
 Sizes are ``ceil(prod(dims) * bits / 8)`` (sub-byte types packed, ``pred`` one byte, token and
 opaque zero bytes).
@@ -444,6 +445,8 @@ def _build_graph(module, proto, *, where: str, source: str, name: str | None,
                         transcendentals=trans, bytes_accessed=float(in_bytes + out_bytes),
                         called=called_names, op_name=inst.metadata.op_name)
         tree = _resolve_placeholders(planned, outs)
+        if op == "while":
+            _mark_loop_state(b, tree, operand_trees[0] if operand_trees else ())
         trees[inst.id] = tree
         for v, spec in zip(outs, specs, strict=True):
             value_size[v] = spec["size_bytes"]
@@ -506,6 +509,25 @@ def _build_graph(module, proto, *, where: str, source: str, name: str | None,
         return b.build(schedule=schedule, schedule_origin=origin)
     except GraphError as e:
         raise HloImportError(where, str(e)) from None
+
+
+def _mark_loop_state(b: GraphBuilder, result_tree, operand_tree) -> None:
+    """In-place pairs of a ``while``: result leaf ``i`` (the new loop state) may be written into
+    operand leaf ``i`` (the old one), as XLA does (the while's result buffers are its operand
+    buffers). Skipped for empty leaves, leaves whose sizes differ, and an operand value already
+    paired (the same value in two leaves of the state tuple: XLA copies one of them)."""
+    outs, ins = _flatten(result_tree), _flatten(operand_tree)
+    if len(outs) != len(ins):
+        return
+    used: set[int] = set()
+    for vo, vi in zip(outs, ins):
+        if vi is None or vi in used or vo is None:
+            continue
+        size = b._values[vo]["size_bytes"]
+        if size == 0 or size != b._values[vi]["size_bytes"]:
+            continue
+        used.add(vi)
+        b.mark_inplace(vo, vi)
 
 
 def _resolve_placeholders(tree, outs: tuple[int, ...]):
