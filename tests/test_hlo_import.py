@@ -157,6 +157,55 @@ def test_while_without_trip_count_counts_body_once():
     assert g.info["while_trip_counts"] == {"w": None}
 
 
+def test_while_state_is_an_inplace_pair_and_counts_once():
+    """LOOP at alignment 1: the while's working set is z (4) + p (64) + w{0} (4) + w{1} (64) +
+    body peak (512) = 648 B with the state counted twice; XLA writes the new state into the old
+    one's buffers, so the pairs (w{0}, z) and (w{1}, p) make it 580 B, which is also the peak
+    and M_P (z and p die at the loop)."""
+    from memmap.budgets import compute_budgets
+    from memmap.problem import Problem, Target
+
+    g = import_hlo(LOOP)
+    (w,) = g.ops
+    assert w.inplace == ((_value(g, "w{0}").id, _value(g, "z").id), (_value(g, "w{1}").id, _value(g, "p").id))
+    b = compute_budgets(Problem(g, Target("t", 1 << 30, alignment_bytes=1), "strict"))
+    assert (b.m_r_bytes, b.m_p_bytes, b.m_p_peak_live_bytes) == (580, 580, 580)
+
+
+# pre-optimization style: the state holds a parameter twice and one that is read after the loop
+LOOP_SHARED_STATE = LOOP.replace("(s32[], f32[16])", "(s32[], f32[16], f32[16])").replace(
+    "ROOT t = (s32[], f32[16], f32[16]) tuple(i2, red)",
+    "y = f32[16] get-tuple-element(bp), index=2\n  ROOT t = (s32[], f32[16], f32[16]) tuple(i2, red, y)").replace(
+    "init = (s32[], f32[16], f32[16]) tuple(z, p)", "init = (s32[], f32[16], f32[16]) tuple(z, p, p)").replace(
+    "ROOT out = f32[16] get-tuple-element(w), index=1",
+    "o1 = f32[16] get-tuple-element(w), index=1\n  ROOT out = f32[16] multiply(o1, p)")
+
+
+def test_while_state_with_a_repeated_and_a_later_read_parameter():
+    """The state tuple (z, p, p): only the first p leaf pairs (XLA copies the second); p is also
+    read after the loop, so a spill-free plan cannot give p's buffer away, but M_R counts the
+    pair once (p is a parameter: its off-chip original stays valid, one reload suffices)."""
+    from memmap.budgets import compute_budgets
+    from memmap.cost import traffic
+    from memmap.problem import Problem, Target
+    from memmap.solvers import BASELINES, SOLVERS
+    from memmap.verify import verify_plan
+
+    g = import_hlo(LOOP_SHARED_STATE)
+    w = g.op_by_name("w")
+    p, z = _value(g, "p").id, _value(g, "z").id
+    assert w.inplace == ((_value(g, "w{0}").id, z), (_value(g, "w{1}").id, p))
+    b = compute_budgets(Problem(g, Target("t", 1 << 30, alignment_bytes=1), "strict"))
+    # while: z 4 + p 64 + w{0..2} 132 + body peak 512, minus the pairs (4 + 64) = 644;
+    # spill-free, p stays live and only the counter pair shares: 708; multiply: 192
+    assert (b.m_r_bytes, b.m_p_peak_live_bytes) == (644, 708)
+    prob = Problem(g, Target("t", b.m_r_bytes, alignment_bytes=1), "strict")
+    for name in BASELINES:
+        plan = SOLVERS[name](prob)
+        assert verify_plan(plan).ok
+        assert traffic(plan)["noncompulsory_bytes"] == 64      # p's reload for the multiply
+
+
 def test_conditional_takes_the_largest_branch():
     text = """HloModule cond_mod, is_scheduled=true
 
