@@ -17,7 +17,8 @@ What becomes what (docs/importers.md has the full rules):
   bytes inside the called computation(s) (excluding their parameters, which are the operator's
   inputs, and their results, which are the operator's outputs) become a temporary output
   ``inst.body_peak``. A ``while``'s result leaf ``i`` and operand leaf ``i`` form an in-place
-  pair (``Op.inplace``): the new loop state may be written into the old one's buffer.
+  pair (``Op.inplace``): the new loop state may be written into the old one's buffer. A leaf the
+  body returns unchanged (a loop invariant) is the operand's value itself, as in XLA.
 
 Sizes are ``ceil(prod(dims) * bits / 8)`` (sub-byte types packed, ``pred`` one byte, token and
 opaque zero bytes).
@@ -25,6 +26,7 @@ opaque zero bytes).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import math
@@ -156,6 +158,7 @@ class _Module:
         self._cost: dict[int, tuple[float, float]] = {}
         self._peak: dict[int, int] = {}
         self.trip_counts: dict[str, int | None] = {}
+        self._invariants: dict[int, frozenset] = {}
         self.async_alias_mismatch: list[str] = []
 
     def instructions_by_id(self, comp) -> dict[int, object]:
@@ -318,6 +321,36 @@ class _Module:
         self._peak[comp.id] = peak
         return peak
 
+    def loop_invariants(self, inst) -> frozenset[tuple[int, ...]]:
+        """Shape indices of a ``while``'s state that its body returns unchanged: the body's
+        ROOT leaf at that index is its parameter's leaf at the same index (through
+        get-tuple-element, tuple, bitcast). XLA keeps such a leaf in the operand's buffer; its
+        result is the operand's value (a rename, like get-tuple-element)."""
+        body = None
+        for cid in inst.called_computation_ids:
+            c = self.comp(cid, inst.name)
+            root = self.instructions_by_id(c).get(c.root_id)
+            if root is not None and root.shape == inst.shape:
+                body = c
+        if body is None:
+            return frozenset()
+        cached = self._invariants.get(body.id)
+        if cached is not None:
+            return cached
+        trees: dict[int, object] = {}
+        for i in body.instructions:
+            if i.opcode == "parameter":
+                trees[i.id] = _map_shape(i.shape, lambda idx, s: _ParamLeaf(idx))
+                continue
+            alias = _alias_tree(i, [trees[o] for o in i.operand_ids])
+            trees[i.id] = alias if alias is not _NO_ALIAS else _map_shape(i.shape, lambda idx, s: None)
+        root = self.instructions_by_id(body)[body.root_id]
+        leaves = _flatten(trees[root.id])
+        out = frozenset(idx for (idx, _), leaf in zip(_leaves(root.shape), leaves, strict=True)
+                        if leaf == _ParamLeaf(idx))
+        self._invariants[body.id] = out
+        return out
+
     def start_aliases(self, inst, operand_trees) -> dict[tuple[int, ...], object]:
         """Leaves of an async ``*-start`` result that are its operand buffers, by shape index."""
         pos = _START_OPERAND_INDEX.get(inst.opcode)
@@ -339,6 +372,13 @@ class _Module:
 
 
 _NO_ALIAS = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class _ParamLeaf:
+    """Leaf ``index`` of a computation's parameter (for :meth:`_Module.loop_invariants`)."""
+
+    index: tuple[int, ...]
 
 
 def _alias_tree(inst, operand_trees):
@@ -421,6 +461,9 @@ def _build_graph(module, proto, *, where: str, source: str, name: str | None,
 
         # A real operator.
         leaf_alias = mod.start_aliases(inst, operand_trees)
+        if op == "while" and operand_trees:
+            # loop-invariant state leaves: the result is the operand's value (no new buffer)
+            leaf_alias = {idx: _subtree(operand_trees[0], idx) for idx in mod.loop_invariants(inst)}
         specs: list[dict] = []
 
         def plan(idx, s, _n=iname):
@@ -521,7 +564,7 @@ def _mark_loop_state(b: GraphBuilder, result_tree, operand_tree) -> None:
         return
     used: set[int] = set()
     for vo, vi in zip(outs, ins):
-        if vi is None or vi in used or vo is None:
+        if vi is None or vi in used or vo is None or vo == vi:   # vo == vi: a loop invariant
             continue
         size = b._values[vo]["size_bytes"]
         if size == 0 or size != b._values[vi]["size_bytes"]:

@@ -172,13 +172,38 @@ def test_while_state_is_an_inplace_pair_and_counts_once():
     assert (b.m_r_bytes, b.m_p_bytes, b.m_p_peak_live_bytes) == (580, 580, 580)
 
 
+def _three_leaf_loop(third: str, init: str, root: str) -> str:
+    """LOOP with a third f32[16] state leaf: the body's third result is ``third`` (an HLO line
+    defining ``y3`` from ``y = get-tuple-element(bp), index=2``), the ENTRY's initial state
+    ``init`` and its ROOT ``root``."""
+    return LOOP.replace("(s32[], f32[16])", "(s32[], f32[16], f32[16])").replace(
+        "ROOT t = (s32[], f32[16], f32[16]) tuple(i2, red)",
+        f"y = f32[16] get-tuple-element(bp), index=2\n  {third}\n"
+        "  ROOT t = (s32[], f32[16], f32[16]) tuple(i2, red, y3)").replace(
+        "init = (s32[], f32[16], f32[16]) tuple(z, p)", f"init = (s32[], f32[16], f32[16]) tuple({init})").replace(
+        "ROOT out = f32[16] get-tuple-element(w), index=1",
+        f"o1 = f32[16] get-tuple-element(w), index=1\n  o2 = f32[16] get-tuple-element(w), index=2\n  {root}")
+
+
 # pre-optimization style: the state holds a parameter twice and one that is read after the loop
-LOOP_SHARED_STATE = LOOP.replace("(s32[], f32[16])", "(s32[], f32[16], f32[16])").replace(
-    "ROOT t = (s32[], f32[16], f32[16]) tuple(i2, red)",
-    "y = f32[16] get-tuple-element(bp), index=2\n  ROOT t = (s32[], f32[16], f32[16]) tuple(i2, red, y)").replace(
-    "init = (s32[], f32[16], f32[16]) tuple(z, p)", "init = (s32[], f32[16], f32[16]) tuple(z, p, p)").replace(
-    "ROOT out = f32[16] get-tuple-element(w), index=1",
-    "o1 = f32[16] get-tuple-element(w), index=1\n  ROOT out = f32[16] multiply(o1, p)")
+LOOP_SHARED_STATE = _three_leaf_loop("y3 = f32[16] negate(y)", "z, p, p",
+                                     "ROOT out = f32[16] multiply(o1, p)")
+# a loop-invariant leaf: the body returns its third state leaf unchanged
+LOOP_INVARIANT = _three_leaf_loop("y3 = f32[16] bitcast(y)", "z, p, q",
+                                  "ROOT out = f32[16] add(o1, o2)").replace(
+    "p = f32[16] parameter(0)", "p = f32[16] parameter(0)\n  q = f32[16] parameter(1)")
+
+
+def test_loop_invariant_state_is_the_operand_value():
+    """XLA keeps a state leaf the body returns unchanged in the operand's buffer: the while's
+    result leaf is q itself (no new value, no pair), read by the add after the loop."""
+    g = import_hlo(LOOP_INVARIANT)
+    w = g.op_by_name("w")
+    q = _value(g, "q").id
+    assert g.hlo_values["w"][2] == q and g.hlo_values["o2"] == (q,)
+    assert [g.values[v].name for v in w.outputs] == ["w{0}", "w{1}", "w.body_peak"]
+    assert w.inplace == ((_value(g, "w{0}").id, _value(g, "z").id), (_value(g, "w{1}").id, _value(g, "p").id))
+    assert q in g.op_by_name("out").inputs and q in w.inputs
 
 
 def test_while_state_with_a_repeated_and_a_later_read_parameter():
