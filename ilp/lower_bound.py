@@ -24,7 +24,10 @@ Costs. If ``v`` is not resident at some step where it is forced, the plan moves 
   output in the scratchpad, so the only off-chip copy comes from a spill).
 
 Capacity. At ``X``'s step, ``X``'s working set ``W(X)`` is resident, plus the resident part of
-``F(X)``; in allocated (aligned) bytes this is at most the capacity. Hence the values of
+``F(X)``; in allocated (aligned) bytes this is at most the capacity. ``alloc(W(X))`` is
+``Problem.working_set_bytes``, which counts each in-place pair of ``X`` once: a plan may share
+it, so that is the least ``X`` occupies (the reload a shared input read later costs is ignored,
+which only weakens the bound). Hence the values of
 ``F(X)`` that are away weigh at least ``excess(X) = alloc(W(X)) + alloc(F(X)) - capacity``.
 
 The covering problem ``min sum c(v) e(v)`` s.t. ``sum_{v in F(X)} alloc(v) e(v) >= excess(X)``
