@@ -52,9 +52,12 @@ def test_many_random_graphs(chunk):
 @given(seed=st.integers(0, 10**6), num_ops=st.integers(1, 30), max_inputs=st.integers(1, 5),
        max_outputs=st.integers(1, 3), params=st.integers(0, 5), consts=st.integers(0, 3),
        mode=st.sampled_from(["strict", "tiered"]), ao=st.booleans(),
-       align=st.sampled_from([1, 8, 64, 256]), size=st.sampled_from([16, 1000, 100_000]))
-def test_hypothesis_graphs(seed, num_ops, max_inputs, max_outputs, params, consts, mode, ao, align, size):
+       align=st.sampled_from([1, 8, 64, 256]), size=st.sampled_from([16, 1000, 100_000]),
+       inplace=st.sampled_from([0.0, 0.0, 0.5]))
+def test_hypothesis_graphs(seed, num_ops, max_inputs, max_outputs, params, consts, mode, ao, align, size,
+                           inplace):
+    """Random graphs, a third of them with in-place pairs (docs/semantics.md)."""
     g = random_graph(seed, num_ops=num_ops, max_inputs=max_inputs, max_outputs=max_outputs,
                      num_params=params, num_consts=consts, max_size_bytes=size,
-                     shuffle_schedule=seed % 2 == 0)
+                     shuffle_schedule=seed % 2 == 0, inplace_prob=inplace)
     check_all(g, mode, ao, align, seed=seed)
