@@ -12,14 +12,14 @@
 
 Tiered mode uses Belady bypass: a value only enters when room can be made by evicting values
 read later than it; otherwise the operator uses slow memory.
+Returns None when no ``C'`` yields an allocation that fits (the caller falls back to the online
+best-fit engine).
 
 In-place pairs (docs/semantics.md): an output whose paired input is resident and not needed
 afterwards takes the input's bytes (its segment starts where the input's ends, and the allocator
 places both at one offset). In strict mode, when evicting every other value still leaves no room,
 pairs whose input is read later share too (the input is spilled first if it has no off-chip copy),
 so the replacement fits down to M_R, which counts each pair once.
-Returns None when no ``C'`` yields an allocation that fits (the caller falls back to the online
-best-fit engine).
 """
 
 from __future__ import annotations
