@@ -373,7 +373,9 @@ def _evaluate_kernel(order, ins_ptr, ins_idx, outs_ptr, outs_idx, pairs_ptr, pai
             live += asz[v]
             if is_output[v]:
                 has_copy[v] = True                   # writeback (compulsory)
-        for h in range(n_hand):                      # the hand-overs: the input's segment ends
+        # the hand-overs: the input's segment ends (the segment/resident-list bookkeeping is
+        # written out as at the evictions and frees: a helper function measured 35% slower)
+        for h in range(n_hand):
             v = hand[h]
             shared[v] = False
             if nxt[v] + 1 < rptr[v + 1]:
