@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memmap.budgets import compute_budgets
-from memmap.cost import simulate
+from memmap.cost import inplace_shares, simulate
 from memmap.ir.synthetic import random_graph
 from memmap.prefetch import hoist_prefetches
 from memmap.problem import Problem, Target
@@ -14,7 +14,10 @@ from memmap.solvers import BASELINES, SOLVERS
 from memmap.verify import verify_plan
 
 
-def check_all(g, mode, activations_only, align, seed=0):
+def check_all(g, mode, activations_only, align, seed=0, solvers=BASELINES, shares=None):
+    """Every solver in ``solvers`` at M_R, M_H and M_P; every plan (and its prefetch-hoisted
+    form) verified. Returns the number of plans checked; appends each plan's number of shared
+    in-place pairs to the list ``shares`` when given. The ``ilp`` runs with a 1 s limit."""
     base = Problem(g, Target("t", 1 << 40, alignment_bytes=align), mode, activations_only)
     bud = compute_budgets(base)
     # the spill-free allocation behind M_P must really fit in M_P
@@ -24,8 +27,11 @@ def check_all(g, mode, activations_only, align, seed=0):
         if cap <= 0:
             continue
         p = Problem(g, Target("t", cap, alignment_bytes=align), mode, activations_only)
-        for name in BASELINES:
-            plan = SOLVERS[name](p, seed=seed)
+        for name in solvers:
+            kw = {"time_limit_s": 1.0} if name == "ilp" else {}
+            plan = SOLVERS[name](p, seed=seed, **kw)
+            if shares is not None:
+                shares.append(len(inplace_shares(plan)))
             for pl in (plan, hoist_prefetches(plan)):
                 r = verify_plan(pl)
                 assert r.ok, (g.name, mode, activations_only, cap, name, r.errors)

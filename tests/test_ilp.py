@@ -99,7 +99,10 @@ def test_registered_and_pipeline_verifies():
 
 # -- exactness on tiny graphs: brute force over keeps x offsets -------------------------------------
 def _brute_force_strict(inst: Instance) -> int:
-    """Minimum non-compulsory bytes over every keep pattern and every offset assignment."""
+    """Minimum non-compulsory bytes over every keep pattern and every offset assignment; with
+    in-place pairs (``inst.pairs``) also over every choice of shared pairs (a pair may share
+    only where the input's run ends at the step; its two runs are then one block at one
+    offset). Independent of the model's variables and constraints."""
     specs = inst.specs
     C = inst.capacity_units
     gaps = [(j, i) for j, s in enumerate(specs) for i in range(len(s.points) - 1)]
@@ -107,7 +110,8 @@ def _brute_force_strict(inst: Instance) -> int:
     for bits in itertools.product((False, True), repeat=len(gaps)):
         keep = {gi: b for gi, b in zip(gaps, bits)}
         cost = 0
-        runs = []   # (lo, hi, size)
+        runs = []   # [lo, hi, size]
+        run_of = {}
         for j, s in enumerate(specs):
             dropped = [not keep[(j, i)] for i in range(len(s.points) - 1)]
             cost += s.size_bytes * sum(dropped)
@@ -116,30 +120,47 @@ def _brute_force_strict(inst: Instance) -> int:
             a = 0
             for i in range(len(s.points)):
                 if i == len(s.points) - 1 or not keep[(j, i)]:
+                    for x in range(a, i + 1):
+                        run_of[(j, x)] = len(runs)
                     runs.append((s.points[a], s.points[i], s.size_units))
                     a = i + 1
         if best is not None and cost >= best:
             continue
-        # backtracking placement of runs
-        order = sorted(range(len(runs)), key=lambda r: -runs[r][2])
-        offs = {}
+        can = [k for k, (t, jo, ji, ii) in enumerate(inst.pairs)
+               if ii == len(specs[ji].points) - 1 or not keep[(ji, ii)]]
+        for share in itertools.product((False, True), repeat=len(can)):
+            parent = list(range(len(runs)))
+            for k, sh in zip(can, share):
+                if sh:
+                    _, jo, ji, ii = inst.pairs[k]
+                    parent[run_of[(jo, 0)]] = run_of[(ji, ii)]
+            blocks = {}
+            for r in range(len(runs)):
+                root = r
+                while parent[root] != root:
+                    root = parent[root]
+                lo, hi, sz = blocks.get(root, runs[r])
+                blocks[root] = (min(lo, runs[r][0]), max(hi, runs[r][1]), sz)
+            # backtracking placement of the blocks, largest first
+            items = sorted(blocks.values(), key=lambda x: -x[2])
+            offs: list[int] = []
 
-        def place(k):
-            if k == len(order):
-                return True
-            r = order[k]
-            lo, hi, sz = runs[r]
-            for o in range(0, C - sz + 1):
-                if all(not (runs[q][0] <= hi and runs[q][1] >= lo and offs[q] < o + sz and o < offs[q] + runs[q][2])
-                       for q in offs):
-                    offs[r] = o
-                    if place(k + 1):
-                        return True
-                    del offs[r]
-            return False
+            def place(k):
+                if k == len(items):
+                    return True
+                lo, hi, sz = items[k]
+                for o in range(0, C - sz + 1):
+                    if all(not (items[q][0] <= hi and items[q][1] >= lo and offs[q] < o + sz
+                                and o < offs[q] + items[q][2]) for q in range(k)):
+                        offs.append(o)
+                        if place(k + 1):
+                            return True
+                        offs.pop()
+                return False
 
-        if place(0):
-            best = cost
+            if place(0):
+                best = cost
+                break
     return best
 
 

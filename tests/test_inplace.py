@@ -22,7 +22,6 @@ the optimum over all schedules, and random graphs with random pairs through ever
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import networkx as nx
 import numpy as np
@@ -43,6 +42,9 @@ from memmap.problem import Problem, Target
 from memmap.scheduling import peak_live_bytes
 from memmap.solvers import BASELINES, SOLVERS
 from memmap.verify import verify_plan
+from tests.test_baselines_property import check_all
+from tests.test_ilp import _brute_force_strict
+from tests.test_ilp_lower_bound import _optimum_over_all_schedules
 from tests.test_ilp_schedule import _assert_same_estimates
 
 U = 64
@@ -288,95 +290,33 @@ def test_compiled_evaluator_matches_reference_with_pairs(seed):
 
 
 # -- the CP-SAT model is exact with pairs: brute force ------------------------------------------------
-def _brute_force(inst) -> int:
-    """Minimum strict non-compulsory bytes for ``inst.schedule`` over every keep pattern, every
-    choice of shared pairs (a pair may share only where the input's run ends at the step) and
-    every offset; a shared pair's two runs are one block at one offset. Independent of the
-    model's variables and constraints."""
-    specs = inst.specs
-    cap = inst.capacity_units
-    gaps = [(j, i) for j, s in enumerate(specs) for i in range(len(s.points) - 1)]
-    best = None
-    for bits in itertools.product((False, True), repeat=len(gaps)):
-        keep = dict(zip(gaps, bits))
-        cost = 0
-        run_of, runs = {}, []
-        for j, s in enumerate(specs):
-            dropped = [not keep[(j, i)] for i in range(len(s.points) - 1)]
-            cost += s.size_bytes * sum(dropped)
-            if s.produced and not s.is_output and any(dropped):
-                cost += s.size_bytes
-            a = 0
-            for i in range(len(s.points)):
-                if i == len(s.points) - 1 or not keep[(j, i)]:
-                    for x in range(a, i + 1):
-                        run_of[(j, x)] = len(runs)
-                    runs.append([s.points[a], s.points[i], s.size_units])
-                    a = i + 1
-        if best is not None and cost >= best:
-            continue
-        can = [k for k, (t, jo, ji, ii) in enumerate(inst.pairs)
-               if ii == len(specs[ji].points) - 1 or not keep[(ji, ii)]]
-        for share in itertools.product((False, True), repeat=len(can)):
-            parent = list(range(len(runs)))
-            for k, sh in zip(can, share):
-                if sh:
-                    t, jo, ji, ii = inst.pairs[k]
-                    parent[run_of[(jo, 0)]] = run_of[(ji, ii)]
-            blocks = {}
-            for r in range(len(runs)):
-                root = r
-                while parent[root] != root:
-                    root = parent[root]
-                lo, hi, sz = blocks.get(root, (runs[r][0], runs[r][1], runs[r][2]))
-                blocks[root] = (min(lo, runs[r][0]), max(hi, runs[r][1]), sz)
-            items = sorted(blocks.values(), key=lambda x: -x[2])
-            offs: list[int] = []
-
-            def place(k: int) -> bool:
-                if k == len(items):
-                    return True
-                lo, hi, sz = items[k]
-                for o in range(cap - sz + 1):
-                    if all(not (items[q][0] <= hi and items[q][1] >= lo and offs[q] < o + sz
-                                and o < offs[q] + items[q][2]) for q in range(k)):
-                        offs.append(o)
-                        if place(k + 1):
-                            return True
-                        offs.pop()
-                return False
-
-            if place(0):
-                best = cost
-                break
-    return best
-
-
-def _tiny_paired_graph(seed: int):
+def _paired_dag(seed: int, *, n_params: int, n_ops: int, pair_prob: float, chain_prob: float):
+    """A random DAG of ``n_ops`` one-output ops (sizes 1..3 units) reading 1..2 earlier values
+    (and, with ``chain_prob``, the latest one); with ``pair_prob`` an op's output is an in-place
+    pair with one of its inputs (and takes its size). Unread produced values are outputs."""
     rng = np.random.default_rng(seed)
-    b = GraphBuilder(f"tiny{seed}")
-    vals = [b.add_value("p0", U * int(rng.integers(1, 3)), kind="parameter")]
-    for k in range(4):
-        ins = sorted({vals[int(rng.integers(0, len(vals)))] for _ in range(int(rng.integers(1, 3)))})
-        pair = ins[int(rng.integers(len(ins)))] if rng.random() < 0.7 else None
-        size = b._values[pair]["size_bytes"] if pair is not None else U * int(rng.integers(1, 3))
+    b = GraphBuilder(f"r{seed}")
+    vals = [b.add_value(f"p{i}", U * int(rng.integers(1, 3)), kind="parameter") for i in range(n_params)]
+    for k in range(n_ops):
+        ins = sorted({vals[int(rng.integers(0, len(vals)))] for _ in range(int(rng.integers(1, 3)))}
+                     | ({vals[-1]} if rng.random() < chain_prob else set()))
+        pair = ins[int(rng.integers(len(ins)))] if rng.random() < pair_prob else None
+        size = b._values[pair]["size_bytes"] if pair is not None else U * int(rng.integers(1, 4))
         (o,) = b.add_op(f"op{k}", "f", inputs=ins, outputs=[(f"v{k}", size)])
         if pair is not None:
             b.mark_inplace(o, pair)
         vals.append(o)
-    b.mark_output(vals[-1])
-    g = b.build()
-    if any(v.producer is not None and not v.consumers and not v.is_output for v in g.values):
-        return None
-    return g
+    g0 = b.build()
+    for v in g0.values:
+        if v.producer is not None and not v.consumers:
+            b.mark_output(v.id)
+    return b.build()
 
 
 def test_model_is_exact_with_pairs_against_brute_force():
     checked = with_pairs = 0
-    for seed in range(60):
-        g = _tiny_paired_graph(seed)
-        if g is None:
-            continue
+    for seed in range(20):
+        g = _paired_dag(seed, n_params=1, n_ops=4, pair_prob=0.7, chain_prob=0.0)
         p0 = Problem(g, _target(1 << 20), "strict")
         for extra in (0, U):
             p = Problem(g, _target(p0.m_r_bytes + extra), "strict")
@@ -390,53 +330,19 @@ def test_model_is_exact_with_pairs_against_brute_force():
             assert solver.solve(fm.model) == cp_model.OPTIMAL
             plan = decode(inst, fm.read(solver))
             assert verify_plan(plan).ok, verify_plan(plan).reason
-            assert traffic(plan)["noncompulsory_bytes"] == _brute_force(inst), (seed, extra)
+            assert traffic(plan)["noncompulsory_bytes"] == _brute_force_strict(inst), (seed, extra)
             checked += 1
             with_pairs += bool(inst.pairs)
     assert checked >= 10 and with_pairs >= 8
 
 
 # -- the global lower bound stays a lower bound ----------------------------------------------------
-def _random_paired_dag(seed: int, n_ops: int = 6):
-    rng = np.random.default_rng(seed)
-    b = GraphBuilder(f"r{seed}")
-    vals = [b.add_value(f"p{i}", U * int(rng.integers(1, 3)), kind="parameter") for i in range(2)]
-    for k in range(n_ops):
-        ins = sorted({vals[int(rng.integers(0, len(vals)))] for _ in range(int(rng.integers(1, 3)))}
-                     | ({vals[-1]} if rng.random() < 0.5 else set()))
-        pair = ins[int(rng.integers(len(ins)))] if rng.random() < 0.6 else None
-        size = b._values[pair]["size_bytes"] if pair is not None else U * int(rng.integers(1, 4))
-        (o,) = b.add_op(f"op{k}", "f", inputs=ins, outputs=[(f"v{k}", size)])
-        if pair is not None:
-            b.mark_inplace(o, pair)
-        vals.append(o)
-    g0 = b.build()
-    for v in g0.values:
-        if v.producer is not None and not v.consumers:
-            b.mark_output(v.id)
-    return b.build()
-
-
-def _optimum_over_all_schedules(p: Problem) -> int:
-    best = None
-    for order in nx.all_topological_sorts(p.graph.to_networkx()):
-        inst = make_instance(p, tuple(order))
-        fm = FixedScheduleModel(inst)
-        solver = cp_model.CpSolver()
-        solver.parameters.num_workers = 2
-        solver.parameters.max_time_in_seconds = 30
-        assert solver.solve(fm.model) == cp_model.OPTIMAL
-        got = traffic(decode(inst, fm.read(solver)))["noncompulsory_bytes"]
-        best = got if best is None else min(best, got)
-    return best
-
-
 def test_global_bound_and_optimal_status_stay_valid_with_pairs():
     """Seeds where the pairs lower M_R and the bound decides; the bound never exceeds the exact
     optimum over all schedules, and an OPTIMAL ilp plan has exactly that traffic."""
     decided = 0
     for seed in (1, 3, 6, 7, 23, 24, 28):
-        g = _random_paired_dag(seed)
+        g = _paired_dag(seed, n_params=2, n_ops=6, pair_prob=0.6, chain_prob=0.5)
         p0 = Problem(g, _target(1 << 30), "strict")
         p = Problem(g, _target(p0.m_r_bytes), "strict")
         lb = global_lower_bound(p, time_limit_s=2).bound_bytes
@@ -452,45 +358,22 @@ def test_global_bound_and_optimal_status_stay_valid_with_pairs():
 
 
 # -- random graphs with random pairs through every solver, both modes -----------------------------
-def _check(g, mode, ao, align, solvers):
-    base = Problem(g, Target("t", 1 << 40, alignment_bytes=align), mode, ao)
-    bud = compute_budgets(base)
-    assert max((o + base.alloc_size[v] for v, o in bud.offsets.items()), default=0) <= bud.m_p_bytes
-    shares = 0
-    for cap in sorted({bud.m_r_bytes, bud.m_h_bytes, bud.m_p_bytes}):
-        if cap <= 0:
-            continue
-        p = Problem(g, Target("t", cap, alignment_bytes=align), mode, ao)
-        for name in solvers:
-            kw = {"time_limit_s": 1.0} if name == "ilp" else {}
-            plan = SOLVERS[name](p, seed=0, **kw)
-            for pl in (plan, hoist_prefetches(plan)):
-                r = verify_plan(pl)
-                assert r.ok, (g.name, mode, ao, cap, name, r.errors)
-                m = simulate(pl)
-                assert m["peak_scratchpad_bytes"] <= cap and m["noncompulsory_bytes"] >= 0
-            shares += len(inplace_shares(plan))
-            if name == "ilp" and mode == "strict" and cap == bud.m_p_bytes:
-                assert traffic(plan)["noncompulsory_bytes"] == 0   # the M_P schedule is a candidate
-    return shares
-
-
 @pytest.mark.parametrize("chunk", range(2))
 def test_random_graphs_with_pairs_every_baseline(chunk):
-    shares = 0
-    for seed in range(chunk * 150, (chunk + 1) * 150):
+    shares: list[int] = []
+    for seed in range(chunk * 100, (chunk + 1) * 100):
         g = random_graph(seed, num_ops=4 + seed % 17, max_inputs=1 + seed % 4, max_outputs=1 + seed % 3,
                          inplace_prob=0.5, shuffle_schedule=seed % 3 == 0,
                          max_size_bytes=(64, 1000, 4096)[seed % 3])
-        shares += _check(g, ("strict", "tiered")[seed % 2], seed % 5 == 0, (1, 16, 64)[seed % 3], BASELINES)
-    assert shares > 500
+        check_all(g, ("strict", "tiered")[seed % 2], seed % 5 == 0, (1, 16, 64)[seed % 3], shares=shares)
+    assert sum(shares) > 300
 
 
 def test_random_graphs_with_pairs_ilp():
-    shares = 0
+    shares: list[int] = []
     for seed in range(10):
         g = random_graph(seed, num_ops=5 + seed % 7, max_inputs=1 + seed % 3, max_outputs=1 + seed % 2,
                          inplace_prob=0.6, max_size_bytes=(64, 1000)[seed % 2])
         for mode in ("strict", "tiered"):
-            shares += _check(g, mode, seed % 4 == 0, (16, 64)[seed % 2], ("ilp",))
-    assert shares > 20
+            check_all(g, mode, seed % 4 == 0, (16, 64)[seed % 2], solvers=("ilp",), shares=shares)
+    assert sum(shares) > 20
