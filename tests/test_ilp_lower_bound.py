@@ -93,15 +93,23 @@ def test_output_and_parameter_costs_count_one_transfer():
     assert _optimum_over_all_schedules(p) == 2 * U
 
 
-def _random_dag(seed: int, n_ops: int = 6):
+def _random_dag(seed: int, n_ops: int = 6, *, n_params: int = 2, chain_prob: float = 0.5,
+                pair_prob: float = 0.0):
+    """``n_ops`` one-output ops (sizes 1..3 units) reading 1..2 earlier values and, with
+    ``chain_prob``, the latest one; with ``pair_prob`` an op's output is an in-place pair with one
+    of its inputs (and takes its size; no extra draws when 0). Unread values become outputs."""
     rng = np.random.default_rng(seed)
     b = GraphBuilder(f"r{seed}")
-    vals = [b.add_value(f"p{i}", U * int(rng.integers(1, 3)), kind="parameter") for i in range(2)]
+    vals = [b.add_value(f"p{i}", U * int(rng.integers(1, 3)), kind="parameter") for i in range(n_params)]
     for k in range(n_ops):
         k_in = int(rng.integers(1, 3))
         ins = sorted({vals[int(rng.integers(0, len(vals)))] for _ in range(k_in)}
-                     | ({vals[-1]} if rng.random() < 0.5 else set()))
-        (o,) = b.add_op(f"op{k}", "f", inputs=ins, outputs=[(f"v{k}", U * int(rng.integers(1, 4)))])
+                     | ({vals[-1]} if rng.random() < chain_prob else set()))
+        pair = ins[int(rng.integers(len(ins)))] if pair_prob > 0 and rng.random() < pair_prob else None
+        size = b._values[pair]["size_bytes"] if pair is not None else U * int(rng.integers(1, 4))
+        (o,) = b.add_op(f"op{k}", "f", inputs=ins, outputs=[(f"v{k}", size)])
+        if pair is not None:
+            b.mark_inplace(o, pair)
         vals.append(o)
     g0 = b.build()
     for v in g0.values:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import networkx as nx
-import numpy as np
 import pytest
 from ortools.sat.python import cp_model
 
@@ -44,7 +42,7 @@ from memmap.solvers import BASELINES, SOLVERS
 from memmap.verify import verify_plan
 from tests.test_baselines_property import check_all
 from tests.test_ilp import _brute_force_strict
-from tests.test_ilp_lower_bound import _optimum_over_all_schedules
+from tests.test_ilp_lower_bound import _optimum_over_all_schedules, _random_dag
 from tests.test_ilp_schedule import _assert_same_estimates
 
 U = 64
@@ -290,33 +288,10 @@ def test_compiled_evaluator_matches_reference_with_pairs(seed):
 
 
 # -- the CP-SAT model is exact with pairs: brute force ------------------------------------------------
-def _paired_dag(seed: int, *, n_params: int, n_ops: int, pair_prob: float, chain_prob: float):
-    """A random DAG of ``n_ops`` one-output ops (sizes 1..3 units) reading 1..2 earlier values
-    (and, with ``chain_prob``, the latest one); with ``pair_prob`` an op's output is an in-place
-    pair with one of its inputs (and takes its size). Unread produced values are outputs."""
-    rng = np.random.default_rng(seed)
-    b = GraphBuilder(f"r{seed}")
-    vals = [b.add_value(f"p{i}", U * int(rng.integers(1, 3)), kind="parameter") for i in range(n_params)]
-    for k in range(n_ops):
-        ins = sorted({vals[int(rng.integers(0, len(vals)))] for _ in range(int(rng.integers(1, 3)))}
-                     | ({vals[-1]} if rng.random() < chain_prob else set()))
-        pair = ins[int(rng.integers(len(ins)))] if rng.random() < pair_prob else None
-        size = b._values[pair]["size_bytes"] if pair is not None else U * int(rng.integers(1, 4))
-        (o,) = b.add_op(f"op{k}", "f", inputs=ins, outputs=[(f"v{k}", size)])
-        if pair is not None:
-            b.mark_inplace(o, pair)
-        vals.append(o)
-    g0 = b.build()
-    for v in g0.values:
-        if v.producer is not None and not v.consumers:
-            b.mark_output(v.id)
-    return b.build()
-
-
 def test_model_is_exact_with_pairs_against_brute_force():
     checked = with_pairs = 0
     for seed in range(20):
-        g = _paired_dag(seed, n_params=1, n_ops=4, pair_prob=0.7, chain_prob=0.0)
+        g = _random_dag(seed, 4, n_params=1, chain_prob=0.0, pair_prob=0.7)
         p0 = Problem(g, _target(1 << 20), "strict")
         for extra in (0, U):
             p = Problem(g, _target(p0.m_r_bytes + extra), "strict")
@@ -342,7 +317,7 @@ def test_global_bound_and_optimal_status_stay_valid_with_pairs():
     optimum over all schedules, and an OPTIMAL ilp plan has exactly that traffic."""
     decided = 0
     for seed in (1, 3, 6, 7, 23, 24, 28):
-        g = _paired_dag(seed, n_params=2, n_ops=6, pair_prob=0.6, chain_prob=0.5)
+        g = _random_dag(seed, 6, pair_prob=0.6)
         p0 = Problem(g, _target(1 << 30), "strict")
         p = Problem(g, _target(p0.m_r_bytes), "strict")
         lb = global_lower_bound(p, time_limit_s=2).bound_bytes
