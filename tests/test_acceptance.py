@@ -17,24 +17,36 @@ INPUTS = [EXTERNAL / "ssd_mobilenet_tf.hlo", EXTERNAL / "graphsage_tf.hlo",
 
 
 def tiny_checker(plan: dict) -> None:
-    """Independent of memmap.verify: capacity, alignment, no overlap among co-resident values,
-    strict-mode operands resident, schedule is a permutation."""
+    """Independent of memmap.verify: capacity, alignment, no overlap among co-resident values
+    (an operator's in-place pair [output, input] is one buffer at its step when the input's
+    residency ends there and the output's starts there at the same offset), strict-mode operands
+    resident, schedule is a permutation."""
     cap = plan["target"]["capacity_bytes"]
     align = plan["target"]["alignment_bytes"]
     sizes = {v["id"]: -(-v["size_bytes"] // align) * align for v in plan["graph"]["values"]}
     n = len(plan["schedule"])
     assert sorted(plan["schedule"]) == list(range(len(plan["graph"]["ops"])))
+    ends = {(v, e): off for v, s, e, off in plan["residencies"]}
+    starts = {(v, s): off for v, s, e, off in plan["residencies"]}
+    one_buffer = set()       # (input, step): written over by its in-place output at that step
+    for t, o in enumerate(plan["schedule"]):
+        for out, inp in plan["graph"]["ops"][o].get("inplace", []):
+            if (inp, t) in ends and ends[(inp, t)] == starts.get((out, t)):
+                one_buffer.add((inp, t))
     at_step = [[] for _ in range(n)]
     for v, s, e, off in plan["residencies"]:
         assert off % align == 0 and off + sizes[v] <= cap
         for t in range(s, e + 1):
-            at_step[t].append((off, off + sizes[v], v))
+            if (v, t) not in one_buffer:
+                at_step[t].append((off, off + sizes[v], v))
     for t, blocks in enumerate(at_step):
         blocks.sort()
         for (a0, a1, va), (b0, b1, vb) in zip(blocks, blocks[1:]):
             assert a1 <= b0, f"step {t}: values {va} and {vb} overlap"
     if plan["mode"] == "strict" and not plan["activations_only"]:
         resident = [{v for _, _, v in blocks} for blocks in at_step]
+        for v, t in one_buffer:
+            resident[t].add(v)
         for t, o in enumerate(plan["schedule"]):
             op = plan["graph"]["ops"][o]
             for v in op["inputs"] + op["outputs"]:
