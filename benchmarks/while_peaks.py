@@ -1,19 +1,21 @@
-"""While loops: memmap's peak live bytes and M_P against XLA's own live ranges.
+"""While loops: memmap's peak live bytes, M_P and M_R against XLA's own buffers.
 
 For each module, XLA:CPU compiles it with dumping on; the post-optimization module it writes is
-imported into memmap and measured twice: with the ``while`` loop state as in-place pairs (the
-current model: the new state is written into the old one's buffers, as XLA does) and with the
-pairs removed (the model before in-place pairs: loop state counted as input and output at the
-while step). XLA's number is the peak of its ``*-live-range.txt`` dump (the buffer assignment's
-live ranges over the flattened schedule, loop bodies included).
+imported into memmap and measured with this tree ("after": the ``while`` loop state as in-place
+pairs, loop invariants as the operand's value) and, with ``--baseline-rev``, with the memmap of
+that git revision, extracted into a temporary folder and run in a subprocess ("before": the loop
+state counted as input and output at the while step). XLA's numbers: the "peak usage" line of its
+``*-live-range.txt`` dump, and the largest number of bytes its buffer assignment keeps occupied
+at one time (:func:`xla_occupancy_peak`, the reference for the ratios; the dump's line can miss
+that maximum and can count shared buffers twice).
 
 The two accountings differ on purpose in one respect: XLA keeps every entry parameter (and
 constant) live for the whole program and every result until the end, memmap only from a value's
 first to its last use (a parameter is loaded when first needed). So the table gives memmap's peak
 both ways: with its own live ranges, and with XLA's lifetimes for parameters, constants and
-outputs (``peak_xla_lifetimes``), which is the like-for-like comparison. What remains is what
-memmap does not model: XLA's tuple index tables (8 bytes per element of a tuple buffer) and
-alignment padding.
+outputs (:func:`peak_xla_lifetimes`), which is the like-for-like comparison. What remains is
+what memmap does not model: XLA's tuple index tables (8 bytes per element of a tuple buffer),
+a loop condition's result, and buffers XLA shares inside loop bodies.
 
 Modules: the zoo's ``lstm.fwd`` and ``lstm.train`` (the only zoo workloads with a while loop),
 ``examples/lstm.before.hlo`` (compiled by XLA here, then its post-optimization module measured;
@@ -37,8 +39,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A counter and an f32[1024] state (4 KiB); the body computes e = exp(x) (4 KiB) and
-# x' = e * e (4 KiB, the new state). XLA: x (4 KiB, written in place) + e (4 KiB) + the counter.
+# A counter and an f32[1024] state (4 KiB) updated 100 times: x' = exp(x) * exp(x) (XLA turns
+# it into one fusion, exp(x + x), writing the new state).
 SIMPLE = """HloModule simple_loop
 
 cond {
@@ -69,8 +71,8 @@ ENTRY main {
 }
 """
 
-# Two state arrays (h: 4 KiB, acc: 64 KiB) updated by a 4 KiB step; the accumulator is written
-# with dynamic-update-slice (in place in XLA).
+# Two state arrays (h: 4 KiB, acc: 64 KiB); each iteration h' = tanh(h) and h' is written into
+# row i of acc with dynamic-update-slice (in place in XLA).
 ACCUMULATE = """HloModule accumulate_loop
 
 cond {
