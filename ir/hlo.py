@@ -338,16 +338,18 @@ class _Module:
         if cached is not None:
             return cached
         trees: dict[int, object] = {}
-        for i in body.instructions:
-            if i.opcode == "parameter":
-                trees[i.id] = _map_shape(i.shape, lambda idx, s: _ParamLeaf(idx))
-                continue
-            alias = _alias_tree(i, [trees[o] for o in i.operand_ids])
-            trees[i.id] = alias if alias is not _NO_ALIAS else _map_shape(i.shape, lambda idx, s: None)
-        root = self.instructions_by_id(body)[body.root_id]
-        leaves = _flatten(trees[root.id])
-        out = frozenset(idx for (idx, _), leaf in zip(_leaves(root.shape), leaves, strict=True)
-                        if leaf == _ParamLeaf(idx))
+        try:
+            for i in body.instructions:
+                if i.opcode == "parameter":
+                    trees[i.id] = _map_shape(i.shape, lambda idx, s: _ParamLeaf(idx))
+                    continue
+                alias = _alias_tree(i, [trees[o] for o in i.operand_ids])
+                trees[i.id] = alias if alias is not _NO_ALIAS else _map_shape(i.shape, lambda idx, s: None)
+            leaves = _flatten(trees[body.root_id])
+            out = frozenset(idx for (idx, _), leaf in zip(_leaves(inst.shape), leaves, strict=True)
+                            if leaf == _ParamLeaf(idx))
+        except (KeyError, IndexError, TypeError, ValueError):
+            out = frozenset()     # a body this walk cannot follow: no invariants (pairs instead)
         self._invariants[body.id] = out
         return out
 
@@ -488,12 +490,12 @@ def _build_graph(module, proto, *, where: str, source: str, name: str | None,
                         transcendentals=trans, bytes_accessed=float(in_bytes + out_bytes),
                         called=called_names, op_name=inst.metadata.op_name)
         tree = _resolve_placeholders(planned, outs)
-        if op == "while":
-            _mark_loop_state(b, tree, operand_trees[0] if operand_trees else ())
         trees[inst.id] = tree
         for v, spec in zip(outs, specs, strict=True):
             value_size[v] = spec["size_bytes"]
             producer[v] = len(op_insts)
+        if op == "while":
+            _mark_loop_state(b, tree, operand_trees[0] if operand_trees else (), value_size)
         op_of_inst[inst.id] = len(op_insts)
         op_insts.append(inst)
         op_inputs.append(inputs)
@@ -554,7 +556,7 @@ def _build_graph(module, proto, *, where: str, source: str, name: str | None,
         raise HloImportError(where, str(e)) from None
 
 
-def _mark_loop_state(b: GraphBuilder, result_tree, operand_tree) -> None:
+def _mark_loop_state(b: GraphBuilder, result_tree, operand_tree, value_size: dict[int, int]) -> None:
     """In-place pairs of a ``while``: result leaf ``i`` (the new loop state) may be written into
     operand leaf ``i`` (the old one), as XLA does (the while's result buffers are its operand
     buffers). Skipped for empty leaves, leaves whose sizes differ, and an operand value already
@@ -566,8 +568,8 @@ def _mark_loop_state(b: GraphBuilder, result_tree, operand_tree) -> None:
     for vo, vi in zip(outs, ins):
         if vi is None or vi in used or vo is None or vo == vi:   # vo == vi: a loop invariant
             continue
-        size = b._values[vo]["size_bytes"]
-        if size == 0 or size != b._values[vi]["size_bytes"]:
+        size = value_size[vo]
+        if size == 0 or size != value_size[vi]:
             continue
         used.add(vi)
         b.mark_inplace(vo, vi)
