@@ -26,7 +26,15 @@ Rules (docs/rl.md has the long form):
   the value's last touch, smallest fitting chunk first (at its lowest offset); then the free
   chunks at the touch step alone, smallest first; duplicates dropped; the first ``num_offsets``.
   Strict mode also keeps the canonical slots of the step's later items free (the step's values
-  packed from offset 0, larger first), so a legal action always exists.
+  packed from offset 0, larger first, an in-place pair in one slot), so a legal action always
+  exists.
+* In-place pairs (docs/semantics.md): the items of a pair ``(output, input)`` at their operator's
+  step are *partners*. When one is placed, the other is offered its partner's offset as candidate
+  ``0`` (the output written into the input's buffer, or the input fetched or kept into the buffer
+  the output will take over), if the range is otherwise free and the input's residency ends at
+  that step. The two then share one buffer: the input's next item may not keep (its buffer is
+  gone; a later read is a reload or, tiered, slow), and a spill/writeback of the input's
+  residency must finish before that step starts.
 * Undecided items are slow. A produced value created in the scratchpad is written back at its
   creation step when it is an output, and spilled there when a *decided* later touch is not a
   keep (slow or fetched): the copy is charged to the decision that needs it, not before.
@@ -46,6 +54,7 @@ import math
 import numpy as np
 
 from memmap.cost import memory_boundedness
+from memmap.errors import MemmapError
 from memmap.jit import jit
 from memmap.plan import Plan, Residency, Transfer
 from memmap.problem import Problem
@@ -92,6 +101,7 @@ class GameInstance:
     item_output: np.ndarray      # [N] bool: program output
     item_want_start: np.ndarray  # [N] wanted start step of a fetch (creation: its step)
     item_band: np.ndarray        # [N] canonical offset in its step's packing (strict)
+    item_partner: np.ndarray     # [N] the in-place partner item at the same step (-1: none)
     item_benefit_s: np.ndarray   # [N] roofline seconds saved at the touch if this item is fast
     order: np.ndarray            # [num_moves] item ids
     step_compute_s: np.ndarray   # [n]
@@ -183,6 +193,12 @@ def make_instance(problem: Problem, *, num_offsets: int = DEFAULT_NUM_OFFSETS,
     ilast = np.array(cols[6], dtype=bool)
     size = np.array([g.values[v].size_bytes for v in iv], dtype=np.int64)
     alloc = np.array([asz[v] for v in iv], dtype=np.int64)
+    item_of = {(int(v), int(t)): k for k, (v, t) in enumerate(zip(iv, it))}
+    partner = np.full(N, -1, dtype=np.int64)
+    for t, o in enumerate(sched):
+        for vo, vi in problem.inplace_pairs[o]:
+            a, b = item_of[(vo, t)], item_of[(vi, t)]
+            partner[a], partner[b] = b, a
     weight = np.array([g.values[v].is_weight_like for v in iv], dtype=bool)
     output = np.array([g.values[v].is_output for v in iv], dtype=bool)
     on, off = tgt.onchip_bandwidth_bytes_per_s, tgt.offchip_bandwidth_bytes_per_s
@@ -209,9 +225,15 @@ def make_instance(problem: Problem, *, num_offsets: int = DEFAULT_NUM_OFFSETS,
         while k < N:
             j = k
             cursor = 0
+            packed = set()
             while j < N and it[order[j]] == it[order[k]]:
-                band[order[j]] = cursor
-                cursor += alloc[order[j]]
+                i, q = int(order[j]), int(partner[order[j]])
+                if q in packed:
+                    band[i] = band[q]          # an in-place pair: one slot (M_R counts it once)
+                else:
+                    band[i] = cursor
+                    cursor += alloc[i]
+                packed.add(i)
                 j += 1
             k = j
     else:
@@ -234,11 +256,12 @@ def make_instance(problem: Problem, *, num_offsets: int = DEFAULT_NUM_OFFSETS,
     inst = GameInstance(problem=problem, schedule=sched, num_offsets=num_offsets, item_value=iv, item_step=it,
                         item_prev_step=ip, item_last_step=il, item_creation=ic, item_first=ifirst,
                         item_last=ilast, item_size=size, item_alloc=alloc, item_weight=weight,
-                        item_output=output, item_want_start=want, item_band=band, item_benefit_s=benefit,
+                        item_output=output, item_want_start=want, item_band=band, item_partner=partner,
+                        item_benefit_s=benefit,
                         order=order.astype(np.int64), step_compute_s=compute, step_bytes=sbytes,
                         base_time_s=base, time0_s=0.0)
     dec = np.full(N, UNDECIDED, dtype=np.int8)
-    t0 = _time(inst, dec, np.zeros(N, dtype=np.int64))
+    t0 = _time(inst, dec, np.zeros(N, dtype=np.int64), np.full(N, -1, dtype=np.int64))
     return dataclasses.replace(inst, time0_s=t0)
 
 
@@ -300,11 +323,23 @@ def _chains(inst: GameInstance, dec: np.ndarray):
     return nxt - 1
 
 
-def _transfers(inst: GameInstance, dec: np.ndarray, start: np.ndarray):
+def _handed_over(inst: GameInstance, dec: np.ndarray, off: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``[len(items)]`` bool: the item is a use of an in-place pair's input whose buffer the
+    partner output takes over (both in the scratchpad at the same offset; the game never lets
+    such an input keep past that step, so its residency ends there: ``memmap.cost.inplace_shares``)."""
+    p = inst.item_partner[items]
+    ok = (p >= 0) & ~inst.item_creation[items]
+    q = np.where(ok, p, 0)
+    return ok & (dec[items] >= D_FAST) & (dec[q] == D_FAST) & (off[items] == off[q])
+
+
+def _transfers(inst: GameInstance, dec: np.ndarray, start: np.ndarray, off: np.ndarray):
     """Loads (sorted as the plan's transfers) and writes of the decoded state.
 
     Returns ``(loads, writes)``: ``loads = (item, step, kind, first_use)`` arrays with kind 0
-    load / 1 reload; ``writes = (item, step, kind, deadline)`` with kind 0 spill / 1 writeback."""
+    load / 1 reload; ``writes = (item, step, kind, deadline)`` with kind 0 spill / 1 writeback.
+    A write's deadline is the step after its residency ends, or the step it ends at when an
+    in-place output takes its buffer over there."""
     fetch = np.flatnonzero((dec == D_FAST) & ~inst.item_creation)
     fv = inst.item_value[fetch]
     first_of_value = np.ones(len(fetch), dtype=bool)
@@ -323,7 +358,8 @@ def _transfers(inst: GameInstance, dec: np.ndarray, start: np.ndarray):
     wkind = inst.item_output[created].astype(np.int64)
     wstep = inst.item_step[created]
     wo = np.lexsort((inst.item_value[created], wkind, wstep))
-    writes = (created[wo], wstep[wo], wkind[wo], inst.item_step[end[wo]] + 1)
+    end = end[wo]
+    writes = (created[wo], wstep[wo], wkind[wo], inst.item_step[end] + 1 - _handed_over(inst, dec, off, end))
     return loads, writes
 
 
@@ -338,9 +374,9 @@ def _op_time(inst: GameInstance, dec: np.ndarray) -> np.ndarray:
                       + slow_b / tgt.offchip_bandwidth_bytes_per_s)
 
 
-def _time(inst: GameInstance, dec: np.ndarray, start: np.ndarray) -> float:
+def _time(inst: GameInstance, dec: np.ndarray, start: np.ndarray, off: np.ndarray) -> float:
     tgt = inst.problem.target
-    loads, writes = _transfers(inst, dec, start)
+    loads, writes = _transfers(inst, dec, start, off)
     op_time = _op_time(inst, dec)
     return float(_dma_time(op_time, loads[1].astype(np.int64), inst.item_size[loads[0]].astype(np.float64),
                            loads[3].astype(np.int64), writes[1].astype(np.int64),
@@ -369,23 +405,29 @@ def current_item(inst: GameInstance, state: GameState) -> int:
     return int(inst.order[state.move])
 
 
-def _occupied(inst: GameInstance, state: GameState, lo: int, hi: int):
-    """Address ranges ``(starts, ends)`` of placed rectangles overlapping steps ``[lo, hi]``."""
+def _occupied(inst: GameInstance, state: GameState, lo: int, hi: int, skip: int = -1):
+    """Address ranges ``(starts, ends)`` of placed rectangles overlapping steps ``[lo, hi]``
+    (item ``skip`` left out)."""
     placed = state.decision >= D_FAST
+    if skip >= 0:
+        placed[skip] = False
     m = placed & (state.start <= hi) & (inst.item_step >= lo)
     offs = state.offset[m]
     return offs, offs + inst.item_alloc[m]
 
 
 def _band(inst: GameInstance, state: GameState):
-    """Strict mode: canonical slots of the current step's later items (kept free)."""
+    """Strict mode: canonical slots of the current step's later items (kept free), except the
+    current item's in-place partner's (the current item's own slot)."""
     if not inst.strict:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     k = state.move + 1
-    t = inst.item_step[inst.order[state.move]]
+    cur = inst.order[state.move]
+    t = inst.item_step[cur]
     rest = []
     while k < inst.num_moves and inst.item_step[inst.order[k]] == t:
-        rest.append(inst.order[k])
+        if inst.item_partner[inst.order[k]] != cur:
+            rest.append(inst.order[k])
         k += 1
     rest = np.array(rest, dtype=np.int64)
     lo = inst.item_band[rest] if len(rest) else np.zeros(0, np.int64)
@@ -410,8 +452,26 @@ def _chunks(starts: np.ndarray, ends: np.ndarray, size: int, capacity: int):
     return lo[ok], hi[ok]
 
 
+def _earliest_start(inst: GameInstance, state: GameState, i: int, o: int, skip: int = -1) -> int:
+    """Earliest first step ``>= want`` of item ``i``'s rectangle at offset ``o`` with the range
+    free up to its touch (item ``skip`` left out); past the touch when the touch itself is taken."""
+    a, t, sz = int(inst.item_want_start[i]), int(inst.item_step[i]), int(inst.item_alloc[i])
+    if inst.item_creation[i]:
+        a = t
+    placed = state.decision >= D_FAST
+    if skip >= 0:
+        placed[skip] = False
+    r_off = state.offset[placed]
+    r_hi = inst.item_step[placed]
+    hit = ((r_off < o + sz) & (r_off + inst.item_alloc[placed] > o) & (r_hi >= a)
+           & (state.start[placed] <= t))
+    return max(a, int(r_hi[hit].max()) + 1) if hit.any() else a
+
+
 def options(inst: GameInstance, state: GameState) -> Options:
-    """Legal actions of the current item and the rectangle each placing action gives."""
+    """Legal actions of the current item and the rectangle each placing action gives. Raises
+    :class:`memmap.errors.MemmapError` if a state that is not terminal has none (in strict mode
+    below M_R; otherwise a bug of the game)."""
     A = num_actions(inst.num_offsets)
     mask = np.zeros(A, dtype=bool)
     offset = np.full(A, -1, dtype=np.int64)
@@ -423,51 +483,62 @@ def options(inst: GameInstance, state: GameState) -> Options:
     t = int(inst.item_step[i])
     sz = int(inst.item_alloc[i])
     cap = inst.problem.target.capacity_bytes
+    dec = state.decision
     mask[SLOW] = not inst.strict
     b_lo, b_hi = _band(inst, state)
-    # keep: same offset as at the previous touch, free in between
-    if not inst.item_first[i] and state.decision[i - 1] >= D_FAST:
+
+    def band_clash(o: int) -> bool:
+        return bool(np.any((b_lo < o + sz) & (b_hi > o)))
+
+    # in-place partner already placed: its offset is the shared buffer, if the input's residency
+    # ends at this step (its next item does not keep)
+    p = int(inst.item_partner[i])
+    share = -1
+    if p >= 0 and dec[p] >= D_FAST and (not inst.item_creation[i] or inst.item_last[p] or dec[p + 1] != D_KEEP):
+        share = int(state.offset[p])
+    # keep: same offset as at the previous touch, free in between (the partner's buffer is free
+    # at that offset), unless an in-place output took the previous touch's buffer over
+    if (not inst.item_first[i] and dec[i - 1] >= D_FAST
+            and not _handed_over(inst, dec, state.offset, np.array([i - 1]))[0]):
         o = int(state.offset[i - 1])
         a = int(inst.item_prev_step[i]) + 1
-        s_, e_ = _occupied(inst, state, a, t)
-        clash = np.any((s_ < o + sz) & (e_ > o)) or np.any((b_lo < o + sz) & (b_hi > o))
-        if not clash:
+        s_, e_ = _occupied(inst, state, a, t, skip=p if o == share else -1)
+        if not (np.any((s_ < o + sz) & (e_ > o)) or band_clash(o)):
             mask[KEEP] = True
             offset[KEEP] = o
             start[KEEP] = a
-    # candidate offsets: best fit over [want, last touch], then at the touch step alone
+    # candidate 0: the partner's buffer; then best fit over [want, last touch], then best fit at
+    # the touch step alone
+    cands: list[tuple[int, int, int]] = []     # (offset, chunk bytes, start)
+    if share >= 0 and not band_clash(share):
+        s = _earliest_start(inst, state, i, share, skip=p)
+        if s <= t:
+            cands.append((share, sz, s))
+    seen = {share}
     a = int(inst.item_want_start[i])
-    cands: list[tuple[int, int]] = []
-    seen = set()
     for lo_, hi_ in ((a, int(inst.item_last_step[i])), (t, t)):
+        if len(cands) >= inst.num_offsets:
+            break
         s_, e_ = _occupied(inst, state, lo_, hi_)
         s_ = np.concatenate((s_, b_lo))
         e_ = np.concatenate((e_, b_hi))
         for clo, chi in zip(*_chunks(s_, e_, sz, cap)):
             if int(clo) not in seen:
                 seen.add(int(clo))
-                cands.append((int(clo), int(chi - clo)))
+                cands.append((int(clo), int(chi - clo), _earliest_start(inst, state, i, int(clo))))
             if len(cands) >= inst.num_offsets:
                 break
-        if len(cands) >= inst.num_offsets:
-            break
-    if cands:
-        placed = state.decision >= D_FAST
-        r_off = state.offset[placed]
-        r_end = r_off + inst.item_alloc[placed]
-        r_lo = state.start[placed]
-        r_hi = inst.item_step[placed]
-        for k, (o, room) in enumerate(cands):
-            if inst.item_creation[i]:
-                s = t
-            else:
-                # earliest start >= want with the range free up to the touch
-                hit = (r_off < o + sz) & (r_end > o) & (r_hi >= a) & (r_lo <= t)
-                s = max(a, int(r_hi[hit].max()) + 1) if hit.any() else a
-            mask[FIRST_OFFSET + k] = True
-            offset[FIRST_OFFSET + k] = o
-            start[FIRST_OFFSET + k] = s
-            chunk[FIRST_OFFSET + k] = room
+    for k, (o, room, s) in enumerate(cands):
+        mask[FIRST_OFFSET + k] = True
+        offset[FIRST_OFFSET + k] = o
+        start[FIRST_OFFSET + k] = s
+        chunk[FIRST_OFFSET + k] = room
+    if not mask.any():
+        g = inst.problem.graph
+        raise MemmapError(
+            f"mallocGame: no legal action for {g.values[int(inst.item_value[i])].name!r} at step {t} "
+            f"(operator {g.ops[inst.schedule[t]].name!r}, {inst.problem.mode} mode, scratchpad {cap} B, "
+            f"M_R {inst.problem.m_r_bytes} B)")
     return Options(mask, offset, start, chunk)
 
 
@@ -491,7 +562,7 @@ def step(inst: GameInstance, state: GameState, action: int, opts: Options | None
         dec[i] = D_KEEP if action == KEEP else D_FAST
         off[i] = opts.offset[action]
         st[i] = opts.start[action]
-    t = _time(inst, dec, st)
+    t = _time(inst, dec, st, off)
     nxt = GameState(move=state.move + 1, decision=dec, offset=off, start=st, time_s=t)
     return nxt, (state.time_s - t) / inst.time0_s if inst.time0_s > 0 else 0.0
 
@@ -517,7 +588,7 @@ def decode(inst: GameInstance, state: GameState, *, solver: str = "rl", info: di
             cur = [v, int(st[i]), int(inst.item_step[i]), int(off[i])]
     if cur is not None:
         res.append(Residency(*cur))
-    loads, writes = _transfers(inst, dec, st)
+    loads, writes = _transfers(inst, dec, st, off)
     vals = inst.problem.graph.values
     trs = [Transfer(int(s), "load" if k == 0 else "reload", int(inst.item_value[i]), vals[int(inst.item_value[i])].size_bytes)
            for i, s, k, _ in zip(*loads)]
