@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import mctx
 import numpy as np
 
+from memmap.errors import MemmapError
 from memmap.rl import game, observation
 from memmap.rl.networks import REWARD_SCALE, NetworkConfig, make_networks
 
@@ -100,13 +101,17 @@ class _Node:
 
 
 class _Host:
-    """Host-side game states for true-dynamics search (handles are list indices)."""
+    """Host-side game states for true-dynamics search (handles are list indices). A game error
+    in a transition (a state without a legal action) is kept in ``error`` and the node made
+    terminal, since an exception cannot cross ``jax.pure_callback`` as itself; the caller
+    re-raises it after the search."""
 
     def __init__(self, flat: int, num_actions: int):
         self.nodes: list[_Node] = []
         self.flat = flat
         self.A = num_actions
         self.transitions = 0
+        self.error: MemmapError | None = None
 
     def add(self, node: _Node) -> int:
         self.nodes.append(node)
@@ -134,7 +139,12 @@ class _Host:
             else:
                 nxt, r = game.step(node.inst, node.state, a, node.opts)
             self.transitions += 1
-            child = _Node(node.inst, nxt)
+            try:
+                child = _Node(node.inst, nxt)
+            except MemmapError as e:
+                self.error = self.error or e
+                out_h[b], term[b] = handles[b], True
+                continue
             out_h[b] = self.add(child)
             rew[b] = r
             xs[b] = child.x
@@ -246,9 +256,12 @@ class Agent:
                 handles = np.array([self.host.add(nd) for nd in nodes], np.int32)
                 rng, key = jax.random.split(rng)
                 before = self.host.transitions
+                self.host.error = None
                 act, weights, value = self.search(params, key, x, mask, handles, gumbel_scale=gumbel_scale,
                                                   num_simulations=sims)
                 act, weights, value = np.asarray(act), np.asarray(weights), np.asarray(value)
+                if self.host.error is not None:     # after the results: the callbacks have run
+                    raise self.host.error
                 counters["simulations"] += sims * len(live)
                 counters["transitions"] += self.host.transitions - before
                 self.host.nodes = []
