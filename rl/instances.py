@@ -90,7 +90,7 @@ def load_graph(name: str) -> Graph:
 def window_graph(g: Graph, first: int, num_ops: int) -> Graph:
     """Operators ``default_schedule[first:first + num_ops]`` as a program of their own: values
     produced before the window become parameters, values produced in it and read after it (or
-    program outputs) become outputs. Sizes, flops and schedule order are kept."""
+    program outputs) become outputs. Sizes, flops, in-place pairs and schedule order are kept."""
     ops = list(g.default_schedule[first:first + num_ops])
     if not ops:
         raise ValueError(f"empty window [{first}, {first + num_ops}) of {g.name!r}")
@@ -117,6 +117,8 @@ def window_graph(g: Graph, first: int, num_ops: int) -> Graph:
             x = g.values[v]
             if x.kind != "temporary" and (x.is_output or any(c not in inside for c in x.consumers)):
                 b.mark_output(nv)
+        for out, inp in op.inplace:
+            b.mark_inplace(ids[out], ids[inp])
     return b.build(schedule=list(range(len(ops))), schedule_origin=g.schedule_origin)
 
 
