@@ -9,11 +9,13 @@ benchmarks/cache; the two OpenXLA dumps from tests/data/external) and writes the
 when it has at most WHOLE_MAX_OPS operators, plus WINDOWS windows of WINDOW_OPS operators at
 evenly spaced positions of the default schedule (``memmap.rl.instances.window_graph``). Graphs are
 serialized with ``memmap.ir.serialize.graph_to_dict`` and gzip; ``manifest.json`` lists them.
-Deterministic: the same zoo gives the same files.
+Deterministic: the same zoo gives the same files (no gzip timestamp, sources relative to the
+repository).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import sys
@@ -38,14 +40,19 @@ EXTERNAL = {"ssd_mobilenet_tf": ROOT / "tests/data/external/ssd_mobilenet_tf.hlo
             "graphsage_tf": ROOT / "tests/data/external/graphsage_tf.hlo"}
 
 
+def _import(path: Path):
+    """The graph, its ``source`` relative to the repository (files do not depend on the checkout)."""
+    return dataclasses.replace(import_hlo(path), source=Path(path).resolve().relative_to(ROOT).as_posix())
+
+
 def _graphs():
     from benchmarks.zoo import cached_hlo_path
 
     for family, names in ZOO.items():
         for name in names:
-            yield family, name, import_hlo(cached_hlo_path(name, "after"))
+            yield family, name, _import(cached_hlo_path(name, "after"))
     for family, path in EXTERNAL.items():
-        yield family, family, import_hlo(path)
+        yield family, family, _import(path)
 
 
 def main() -> int:
@@ -66,8 +73,9 @@ def main() -> int:
             fname = inst_name.replace("@", "_at_").replace("+", "_n") + ".json.gz"
             d = graph_to_dict(graph)
             d["name"] = inst_name
-            with gzip.open(OUT / fname, "wt", compresslevel=9) as f:
-                json.dump(d, f, separators=(",", ":"))
+            text = json.dumps(d, separators=(",", ":")).encode()
+            with gzip.GzipFile(OUT / fname, "wb", compresslevel=9, mtime=0) as f:   # no timestamp
+                f.write(text)
             manifest.append({"name": inst_name, "family": family, "split": split_of(family),
                              "num_ops": graph.num_ops, "file": fname})
             print(f"{inst_name:40s} {family:18s} {split_of(family):8s} {graph.num_ops:4d} ops")
