@@ -5,9 +5,11 @@ import json
 import time
 
 import jax
+import numpy as np
 import pytest
 
 from memmap.cli import main as memmap_main
+from memmap.errors import MemmapError
 from memmap.ir.synthetic import random_graph
 from memmap.pipeline import optimize, run_solver
 from memmap.problem import Problem, Target
@@ -87,3 +89,35 @@ def test_shipped_checkpoint_plays():
     g = random_graph(7, num_ops=8, max_size_bytes=4096)
     plan = run_solver(Problem(g, TGT, "tiered"), "rl", solver_options={"rl": RLSolverOptions(simulations=1)})
     assert verify_plan(plan).ok
+
+
+def test_pairs_strict_at_m_r_with_search(policy):
+    """Random graphs with in-place pairs, strict mode at M_R: the agent with search finds a
+    verified plan (it failed with 'illegal action -1' before the game knew pairs)."""
+    for seed in range(3):
+        g = random_graph(seed, num_ops=10, max_size_bytes=4096, inplace_prob=0.6)
+        p = Problem(g, TGT.with_capacity(Problem(g, TGT, "strict").m_r_bytes), "strict")
+        plan = run_solver(p, "rl", solver_options={"rl": RLSolverOptions(checkpoint=policy)})
+        assert verify_plan(plan).ok and plan.info["policy"] == "search"
+
+
+@pytest.mark.parametrize("time_limit_s", [5.0, None], ids=["greedy", "search"])
+def test_no_legal_action_is_a_memmap_error(policy, monkeypatch, time_limit_s):
+    """Should the game ever reach a state without a legal action (simulated: no free chunk from
+    the 4th candidate search on), the solver raises the game's MemmapError, also when the state
+    is first met inside a search transition (a jax callback)."""
+    from memmap.rl import game
+
+    calls = {"n": 0}
+    chunks = game._chunks
+
+    def failing(*args):
+        calls["n"] += 1
+        return chunks(*args) if calls["n"] <= 3 else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    monkeypatch.setattr(game, "_chunks", failing)
+    g = random_graph(4, num_ops=12, max_size_bytes=4096)
+    p = Problem(g, TGT.with_capacity(max(16384, Problem(g, TGT, "strict").m_r_bytes)), "strict")
+    with pytest.raises(MemmapError, match="mallocGame: no legal action") as e:
+        run_solver(p, "rl", time_limit_s=time_limit_s, solver_options={"rl": RLSolverOptions(checkpoint=policy)})
+    assert type(e.value) is MemmapError
