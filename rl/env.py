@@ -35,7 +35,8 @@ class MallocGameEnv(gym.Env):
     ## Action Space
     ``Discrete(2 + num_offsets)``: ``0`` slow memory (tiered only), ``1`` keep at the previous
     offset, ``2 + k`` place at candidate offset ``k`` (a use is prefetched as early as the range
-    is free and needed to hide the copy). Illegal actions are masked in
+    is free and needed to hide the copy; when the item's in-place partner is already placed,
+    candidate ``0`` is the partner's buffer, shared). Illegal actions are masked in
     ``info["action_mask"]``; an illegal action is replaced by the lowest legal one and
     ``info["illegal_action"]`` is set.
 
@@ -70,7 +71,8 @@ class MallocGameEnv(gym.Env):
     ``max_values=512``, ``render_mode=None`` or ``"ansi"``.
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. In-place pairs (``Op.inplace``) are shared buffers of the game since
+      they entered the IR; episodes on graphs without pairs are unchanged.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
