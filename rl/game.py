@@ -452,22 +452,6 @@ def _chunks(starts: np.ndarray, ends: np.ndarray, size: int, capacity: int):
     return lo[ok], hi[ok]
 
 
-def _earliest_start(inst: GameInstance, state: GameState, i: int, o: int, skip: int = -1) -> int:
-    """Earliest first step ``>= want`` of item ``i``'s rectangle at offset ``o`` with the range
-    free up to its touch (item ``skip`` left out); past the touch when the touch itself is taken."""
-    a, t, sz = int(inst.item_want_start[i]), int(inst.item_step[i]), int(inst.item_alloc[i])
-    if inst.item_creation[i]:
-        a = t
-    placed = state.decision >= D_FAST
-    if skip >= 0:
-        placed[skip] = False
-    r_off = state.offset[placed]
-    r_hi = inst.item_step[placed]
-    hit = ((r_off < o + sz) & (r_off + inst.item_alloc[placed] > o) & (r_hi >= a)
-           & (state.start[placed] <= t))
-    return max(a, int(r_hi[hit].max()) + 1) if hit.any() else a
-
-
 def options(inst: GameInstance, state: GameState) -> Options:
     """Legal actions of the current item and the rectangle each placing action gives. Raises
     :class:`memmap.errors.MemmapError` if a state that is not terminal has none (in strict mode
@@ -490,6 +474,19 @@ def options(inst: GameInstance, state: GameState) -> Options:
     def band_clash(o: int) -> bool:
         return bool(np.any((b_lo < o + sz) & (b_hi > o)))
 
+    placed = np.flatnonzero(dec >= D_FAST)
+    r_off = state.offset[placed]
+    r_end = r_off + inst.item_alloc[placed]
+    r_lo = state.start[placed]
+    r_hi = inst.item_step[placed]
+    want = int(inst.item_want_start[i])     # a creation's is its step
+
+    def earliest_start(o: int, skip: int = -1) -> int:
+        """First step >= want with ``[o, o + sz)`` free up to the touch (item ``skip`` left
+        out); past the touch when the touch itself is taken."""
+        hit = (r_off < o + sz) & (r_end > o) & (r_hi >= want) & (r_lo <= t) & (placed != skip)
+        return max(want, int(r_hi[hit].max()) + 1) if hit.any() else want
+
     # in-place partner already placed: its offset is the shared buffer, if the input's residency
     # ends at this step (its next item does not keep)
     p = int(inst.item_partner[i])
@@ -511,12 +508,11 @@ def options(inst: GameInstance, state: GameState) -> Options:
     # the touch step alone
     cands: list[tuple[int, int, int]] = []     # (offset, chunk bytes, start)
     if share >= 0 and not band_clash(share):
-        s = _earliest_start(inst, state, i, share, skip=p)
+        s = earliest_start(share, skip=p)
         if s <= t:
             cands.append((share, sz, s))
     seen = {share}
-    a = int(inst.item_want_start[i])
-    for lo_, hi_ in ((a, int(inst.item_last_step[i])), (t, t)):
+    for lo_, hi_ in ((want, int(inst.item_last_step[i])), (t, t)):
         if len(cands) >= inst.num_offsets:
             break
         s_, e_ = _occupied(inst, state, lo_, hi_)
@@ -525,7 +521,7 @@ def options(inst: GameInstance, state: GameState) -> Options:
         for clo, chi in zip(*_chunks(s_, e_, sz, cap)):
             if int(clo) not in seen:
                 seen.add(int(clo))
-                cands.append((int(clo), int(chi - clo), _earliest_start(inst, state, i, int(clo))))
+                cands.append((int(clo), int(chi - clo), earliest_start(int(clo))))
             if len(cands) >= inst.num_offsets:
                 break
     for k, (o, room, s) in enumerate(cands):
