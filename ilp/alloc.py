@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memmap import limits
 from memmap.errors import BadInputError
 from memmap.jit import BACKEND as SEARCH_BACKEND
 from memmap.jit import jit as _jit
@@ -200,8 +201,24 @@ def peak_live(problem: AllocProblem) -> tuple[int, int | None]:
     return peak, at
 
 
-def check_alloc(problem: AllocProblem, capacity: int, offsets: Sequence[int] | None) -> list[str]:
-    """Independent checker: every violated rule as a message (empty list: valid placement)."""
+def _peak(lower: Sequence[int], upper: Sequence[int], size: Sequence[int]) -> int:
+    """Peak live bytes of half-open lifetimes (ends before starts at one step)."""
+    t = np.concatenate([np.asarray(lower, dtype=np.int64), np.asarray(upper, dtype=np.int64)])
+    d = np.concatenate([np.asarray(size, dtype=np.int64), -np.asarray(size, dtype=np.int64)])
+    return int(np.cumsum(d[np.lexsort((d, t))]).max(initial=0))
+
+
+def check_alloc(problem: AllocProblem, capacity: int, offsets: Sequence[int] | None,
+                max_errors: int = 100) -> list[str]:
+    """Independent checker: violated rules as messages (empty list: valid placement), at most
+    ``max_errors`` of them.
+
+    A sweep over time keeps the buffers live at the current step sorted by offset; a buffer
+    that starts overlaps a live one in address iff it overlaps its neighbour below or above in
+    that order (the live ones are disjoint, as each was checked when it started). Time
+    ``O(n log n + n k)`` for at most ``k`` buffers live at once, memory ``O(n)``."""
+    import bisect
+
     errors: list[str] = []
     n = problem.n
     if offsets is None or len(offsets) != n:
@@ -210,19 +227,35 @@ def check_alloc(problem: AllocProblem, capacity: int, offsets: Sequence[int] | N
     lo = np.asarray(problem.lower, dtype=np.int64)
     hi = np.asarray(problem.upper, dtype=np.int64)
     sz = np.asarray(problem.size_bytes, dtype=np.int64)
-    for k in np.nonzero((off < 0) | (off + sz > capacity))[0]:
+    for k in np.nonzero((off < 0) | (off + sz > capacity))[0][:max_errors]:
         errors.append(f"buffer {problem.ids[k]!r}: [{off[k]}, {off[k] + sz[k]}) outside "
                       f"[0, {capacity})")
-    for k in range(n):
-        if sz[k] == 0:
+    ids = problem.ids
+    nz = np.flatnonzero(sz > 0)
+    # events: (time, 0 = end / 1 = start, buffer); at one step ends come first (half-open)
+    t = np.concatenate([hi[nz], lo[nz]])
+    kind = np.concatenate([np.zeros(len(nz), dtype=np.int64), np.ones(len(nz), dtype=np.int64)])
+    who = np.concatenate([nz, nz])
+    live: list[tuple[int, int]] = []                   # (offset, buffer), sorted
+    inserted = np.zeros(n, dtype=bool)
+    for e in np.lexsort((who, kind, t)).tolist():
+        k = int(who[e])
+        if kind[e] == 0:
+            if inserted[k]:
+                del live[bisect.bisect_left(live, (int(off[k]), k))]
             continue
-        j = np.arange(k + 1, n)
-        clash = j[(sz[j] > 0) & (lo[j] < hi[k]) & (lo[k] < hi[j])
-                  & (off[j] < off[k] + sz[k]) & (off[k] < off[j] + sz[j])]
+        key = (int(off[k]), k)
+        pos = bisect.bisect_left(live, key)
+        clash = [m for _, m in live[max(0, pos - 1):pos + 1]
+                 if off[m] < off[k] + sz[k] and off[k] < off[m] + sz[m]]
         for m in clash:
-            errors.append(f"buffers {problem.ids[k]!r} and {problem.ids[m]!r} overlap in time "
-                          f"[{max(lo[k], lo[m])}, {min(hi[k], hi[m])}) and address "
-                          f"[{max(off[k], off[m])}, {min(off[k] + sz[k], off[m] + sz[m])})")
+            if len(errors) < max_errors:
+                errors.append(f"buffers {ids[m]!r} and {ids[k]!r} overlap in time "
+                              f"[{max(lo[k], lo[m])}, {min(hi[k], hi[m])}) and address "
+                              f"[{max(off[k], off[m])}, {min(off[k] + sz[k], off[m] + sz[m])})")
+        if not clash:                                   # keep the live set disjoint
+            live.insert(pos, key)
+            inserted[k] = True
     return errors
 
 
@@ -238,8 +271,15 @@ _BIG = 1 << 62
 _HASH_MULT = -7046029254386353131          # 0x9E3779B97F4A7C15 as a signed 64-bit integer
 _MEMO_SLOTS = 1 << 18                      # failed-state cache entries per preordering (lossy)
 _ORDER_ROOM_MAX = 1 << 22                  # entries of the part-order stack (32 MiB at most)
-# kernel status codes
-_BUDGET, _SOLVED, _INFEASIBLE = 0, 1, 2
+# kernel loop iterations between two returns to the driver (deadline, Ctrl-C): milliseconds
+_WORK_CHUNK = 1 << 22
+# default memory budget of the branch and bound's arrays (docs/alloc.md, "Limits")
+SEARCH_MEMORY_BYTES = 2 << 30
+# CP-SAT's no_overlap_2d runs on at most this many buffers (its model and presolve grow with the
+# pairs of buffers; on 27k buffers it ... )
+CPSAT_MAX_BUFFERS = 10_000
+# kernel status codes (_GROW: the undo trail needs more room before the next placement)
+_BUDGET, _SOLVED, _INFEASIBLE, _GROW = 0, 1, 2, 3
 # kernel modes (what the loop does next)
 _ENTER, _NEXT, _FAIL = 0, 1, 2
 # scalar state ``sc``: depth, mode, nodes of this run, pending height, undo top, section stamp,
@@ -314,12 +354,20 @@ def _preorder_part(olist, a, b, gkey, tkey, skey, tmp):
 
 
 @_jit
-def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, gkey, tkey, skey,
-                   use_total, zob1, zob2, cap, off, minoff, total, cuts, pend, lv, undo,
-                   sec_mark, witness, parts, part_of, olist, otmp, memo, sc, node_limit):
-    """Canonical branch and bound, run until ``sc[_SC_NODES] == node_limit`` (returns
-    ``_BUDGET``; call again to resume), a placement (``_SOLVED``, offsets in ``off``) or a proof
-    that none exists (``_INFEASIBLE``).
+def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, deg, use_ov, gkey,
+                   tkey, skey, use_total, zob1, zob2, cap, off, minoff, total, cuts, pend, lv,
+                   undo, sec_mark, witness, parts, part_of, olist, otmp, memo, sc, node_limit,
+                   work_limit):
+    """Canonical branch and bound, run until ``sc[_SC_NODES] == node_limit`` or about
+    ``work_limit`` loop iterations (returns ``_BUDGET``; call again to resume: it stops only
+    between nodes, so where it stops never changes the search), a placement (``_SOLVED``,
+    offsets in ``off``), a proof that none exists (``_INFEASIBLE``), or ``_GROW`` when the undo
+    trail ``undo`` has no room for the next placement (enlarge it and call again).
+
+    The buffers that overlap buffer ``j`` in time are ``ov_idx[ov_ptr[j]:ov_ptr[j + 1]]`` when
+    ``use_ov`` (``deg[j]`` of them), else they are found through the live lists of ``j``'s
+    sections (``live_idx[live_ptr[s]:live_ptr[s + 1]]``: no pairwise lists in memory, more
+    work per placement).
 
     ``pend[:ph]`` is a stack of independent parts (section range ``[sa, sb)``, encoded last
     placement ``offset * n + rank`` or -1, level that created it or -1, and the part's buffers in
@@ -344,12 +392,13 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, gkey,
     stamp = sc[_SC_STAMP]
     ot = sc[_SC_OT]
     status = _BUDGET
+    work = 0
     while True:
         if mode == _ENTER:
             if ph == 0:
                 status = _SOLVED
                 break
-            if nodes >= node_limit:
+            if nodes >= node_limit or work >= work_limit:
                 break
             nodes += 1
             sa = pend[ph - 1, _PD_SA]
@@ -357,6 +406,7 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, gkey,
             last = pend[ph - 1, _PD_LAST]
             oa = pend[ph - 1, _PD_OA]
             ob = pend[ph - 1, _PD_OB]
+            work += ob - oa
             # The memo key: the unplaced set, their minoff and (once ``last`` constrains the
             # order) their ranks; a fresh part fails iff it is infeasible, whatever its order.
             h1 = 0
@@ -382,10 +432,13 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, gkey,
             lv[depth, _LV_CUR] = last      # candidates come after (offset, rank) = last
             mode = _NEXT
         elif mode == _NEXT:
+            if work >= work_limit:
+                break
             sa = pend[ph - 1, _PD_SA]
             sb = pend[ph - 1, _PD_SB]
             oa = pend[ph - 1, _PD_OA]
             ob = pend[ph - 1, _PD_OB]
+            work += ob - oa
             cur = lv[depth, _LV_CUR]
             minh = lv[depth, _LV_MINH]
             if cur != lv[depth, _LV_LAST] and lv[depth, _LV_HATLESS]:
@@ -420,6 +473,9 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, gkey,
                     memo[slot, 2] = last
                 mode = _FAIL
                 continue
+            if ut + deg[j] > undo.shape[0]:            # no room to record this placement
+                status = _GROW
+                break
             lv[depth, _LV_CUR] = best
             o = best // n
             top = o + size[j]
@@ -434,13 +490,25 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, gkey,
                     ok = False
                     break
             if ok:
-                for p in range(ov_ptr[j], ov_ptr[j + 1]):
-                    q = ov_idx[p]
-                    if off[q] < 0 and minoff[q] < top:
-                        undo[ut, 0] = q
-                        undo[ut, 1] = minoff[q]
-                        ut += 1
-                        minoff[q] = top
+                if use_ov:
+                    work += ov_ptr[j + 1] - ov_ptr[j]
+                    for p in range(ov_ptr[j], ov_ptr[j + 1]):
+                        q = ov_idx[p]
+                        if off[q] < 0 and minoff[q] < top:
+                            undo[ut, 0] = q
+                            undo[ut, 1] = minoff[q]
+                            ut += 1
+                            minoff[q] = top
+                else:                                  # each q is raised (and recorded) once
+                    for s in range(s0[j], s1[j]):
+                        work += live_ptr[s + 1] - live_ptr[s]
+                        for p in range(live_ptr[s], live_ptr[s + 1]):
+                            q = live_idx[p]
+                            if off[q] < 0 and minoff[q] < top:
+                                undo[ut, 0] = q
+                                undo[ut, 1] = minoff[q]
+                                ut += 1
+                                minoff[q] = top
                 # hatless: placing j raised no unplaced buffer, so any solution of this node
                 # can place j here first; if j's subtree fails, the node fails
                 lv[depth, _LV_HATLESS] = 1 if ut == u0 else 0
@@ -459,6 +527,7 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, gkey,
                         if w >= 0 and off[w] < 0 and minoff[w] <= lim:
                             continue
                         w = -1
+                        work += live_ptr[s + 1] - live_ptr[s]
                         for p in range(live_ptr[s], live_ptr[s + 1]):
                             q = live_idx[p]
                             if off[q] < 0 and minoff[q] <= lim:
@@ -583,160 +652,254 @@ def _search_kernel(size, s0, s1, twin, live_ptr, live_idx, ov_ptr, ov_idx, gkey,
     return status
 
 
-def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Compressed rows: ``(ptr [len + 1], idx [sum of lengths])``."""
-    ptr = np.zeros(len(lists) + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum([len(x) for x in lists])
-    idx = np.fromiter((v for x in lists for v in x), dtype=np.int64, count=int(ptr[-1]))
+@_jit
+def _overlap_lists(s0, s1, live_ptr, live_idx, by_start, start_ptr, deg):
+    """Per buffer, the other buffers that overlap it in time, as compressed rows ``(ptr [n + 1],
+    idx [sum of deg])``: those live in its first section, then those starting inside its range."""
+    n = s0.shape[0]
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        ptr[i + 1] = ptr[i] + deg[i]
+    idx = np.zeros(ptr[n], dtype=np.int32)
+    for i in range(n):
+        w = ptr[i]
+        a = s0[i]
+        for p in range(live_ptr[a], live_ptr[a + 1]):
+            if live_idx[p] != i:
+                idx[w] = live_idx[p]
+                w += 1
+        for p in range(start_ptr[a + 1], start_ptr[s1[i]]):
+            idx[w] = by_start[p]
+            w += 1
     return ptr, idx
 
 
-class _Ordering:
-    """One static preordering heuristic of the canonical search, with its failed-state cache.
+@_jit
+def _span_max(values, s0, s1):
+    """``max(values[s0[i]:s1[i]])`` for every buffer ``i``."""
+    out = np.zeros(s0.shape[0], dtype=np.int64)
+    for i in range(s0.shape[0]):
+        m = values[s0[i]]
+        for s in range(s0[i] + 1, s1[i]):
+            if values[s] > m:
+                m = values[s]
+        out[i] = m
+    return out
 
-    Internal buffer index = rank in the root preordering. Each part made by a split is sorted
-    again by the same heuristic with T taken from the unplaced totals at that moment
-    (MiniMalloc's per-partition preordering); ties go to the input index. :meth:`restart`
-    starts a fresh tree (the cache is kept: a remembered failure stays a failure);
-    :meth:`advance` runs the kernel for more nodes.
-    """
 
-    def __init__(self, s0: list[int], s1: list[int], width: list[int], size: list[int],
-                 n_sections: int, capacity: int, heuristic: str):
-        n = len(size)
-        if not heuristic or any(c not in "TWACZ" for c in heuristic):
-            raise ValueError(f"preordering heuristic {heuristic!r}: use the letters T, W, A, C, Z")
-        total0 = [0] * n_sections
-        for i in range(n):
-            for s in range(s0[i], s1[i]):
-                total0[s] += size[i]
-        keys = {"T": [max(total0[s0[i]:s1[i]]) for i in range(n)],
-                "W": width,
-                "A": [size[i] * width[i] for i in range(n)],
-                "C": [s1[i] - s0[i] for i in range(n)],
-                "Z": size}
-        self.order = sorted(range(n), key=lambda i: tuple(-keys[c][i] for c in heuristic) + (i,))
-        self.n, self.n_sections, self.cap = n, n_sections, capacity
+def _search_bytes(n: int, n_sections: int, live: int, pairs: int, room: int) -> tuple[int, int]:
+    """Bytes the search needs without and with the pairwise overlap lists: ``live`` entries of
+    the section live lists, ``pairs`` of the overlap lists, ``room`` of the part-order stack."""
+    base = (4 * live + 8 * n_sections * 20 + 8 * n * 60 + 16 * room
+            + 3 * 24 * _MEMO_SLOTS + 16 * 4 * n)
+    return base, base + 4 * pairs + 8 * n
+
+
+class _Space:
+    """What the preorderings share: the buffers (in the caller's order), their sections, live
+    lists and, within the memory budget, overlap lists; and the state of the one search that
+    runs at a time (the round robin restarts each ordering's tree on its turn).
+
+    ``s0``, ``s1``: each buffer's half-open section range; ``size`` positive. Raises
+    ``MemoryError`` when even the live lists exceed ``max_bytes``; without room for the overlap
+    lists the search finds overlapping buffers through the live lists (same nodes, slower)."""
+
+    def __init__(self, s0, s1, width, size, n_sections: int, capacity: int, *,
+                 max_bytes: int | None = None):
+        from memmap.static_alloc import live_lists, overlap_counts
+
         i64 = np.int64
-        # The heuristic is (static prefix, T, static suffix): a part is sorted by (gkey, -T, skey)
-        # with gkey the dense rank of the prefix and skey the rank of (suffix, input index).
-        cut = heuristic.find("T")
-        prefix, suffix = (heuristic, "") if cut < 0 else (heuristic[:cut], heuristic[cut + 1:])
-        self.use_total = 0 if cut < 0 else 1
-
-        def dense_rank(letters: str, unique: bool) -> np.ndarray:
-            def key(i: int) -> tuple:
-                return tuple(-keys[c][i] for c in letters) + ((i,) if unique else ())
-            ranks = np.zeros(n, dtype=i64)
-            previous, r = None, -1
-            for i in sorted(range(n), key=key):
-                if key(i) != previous:
-                    previous, r = key(i), r + 1
-                ranks[i] = r
-            return ranks[self.order]               # by internal index
-
-        self.gkey = dense_rank(prefix, unique=cut < 0)
-        self.skey = dense_rank(suffix, unique=True)
-        self.tkey = np.zeros(n, dtype=i64)
-        self.size = np.array([size[i] for i in self.order], dtype=i64)
-        self.s0 = np.array([s0[i] for i in self.order], dtype=i64)
-        self.s1 = np.array([s1[i] for i in self.order], dtype=i64)
-        live: list[list[int]] = [[] for _ in range(n_sections)]
-        for i in range(n):
-            for s in range(int(self.s0[i]), int(self.s1[i])):
-                live[s].append(i)
-        self.live_ptr, self.live_idx = _csr(live)
-        # two buffers overlap in time iff they share a section: s0[i] < s1[j] and s0[j] < s1[i]
-        ov = []
-        for i in range(n):
-            m = (self.s0 < self.s1[i]) & (self.s1 > self.s0[i])
-            m[i] = False
-            ov.append(np.flatnonzero(m))
-        self.ov_ptr = np.zeros(n + 1, dtype=i64)
-        self.ov_ptr[1:] = np.cumsum([len(x) for x in ov])
-        self.ov_idx = np.concatenate(ov).astype(i64) if n else np.zeros(0, dtype=i64)
+        n = len(size)
+        self.n, self.n_sections, self.cap = n, n_sections, capacity
+        self.size = np.asarray(size, dtype=i64)
+        self.s0 = np.asarray(s0, dtype=i64)
+        self.s1 = np.asarray(s1, dtype=i64)
+        self.width = np.asarray(width, dtype=i64)
+        span = self.s1 - self.s0
+        live = int(span.sum())
+        self.by_start = np.argsort(self.s0, kind="stable").astype(i64)
+        self.start_ptr = np.searchsorted(self.s0[self.by_start], np.arange(n_sections + 2),
+                                         side="left").astype(i64)
+        # pairs: each buffer's overlap count, from the number live at its first section
+        cnt = np.zeros(n_sections + 1, dtype=i64)
+        np.add.at(cnt, self.s0, 1)
+        np.add.at(cnt, self.s1, -1)
+        live_at = np.cumsum(cnt)
+        self.deg = (live_at[self.s0] - 1 + self.start_ptr[self.s1] - self.start_ptr[self.s0 + 1]).astype(i64)
+        pairs = int(self.deg.sum())
+        self.total0 = np.zeros(n_sections + 1, dtype=i64)
+        np.add.at(self.total0, self.s0, self.size)
+        np.add.at(self.total0, self.s1, -self.size)
+        self.total0 = np.cumsum(self.total0)[:max(n_sections, 1)]
+        cuts = np.zeros(n_sections + 1, dtype=i64)
+        np.add.at(cuts, self.s0, 1)
+        np.add.at(cuts, self.s1 - 1, -1)
+        self.cuts0 = np.cumsum(cuts)[:max(n_sections - 1, 1)]
+        if n_sections <= 1:
+            self.cuts0 = np.zeros(1, dtype=i64)
+        bounds = [0] + [k + 1 for k in np.flatnonzero(self.cuts0[:max(n_sections - 1, 0)] == 0).tolist()]
+        bounds.append(n_sections)
+        self.bounds = np.asarray(bounds, dtype=i64)
+        self.root_of = np.searchsorted(self.bounds, self.s0, side="right") - 1
+        root_sizes = np.bincount(self.root_of, minlength=len(bounds))
+        # Part-order stack: the root lists (n entries), then along any path at most one list
+        # per placement, of the buffers still unplaced in its root part: k (k - 1) / 2 entries
+        # for a root part of k buffers. Past _ORDER_ROOM_MAX a new part keeps its parent's order.
+        need = n + int(sum(k * (k - 1) // 2 for k in root_sizes.tolist()))
+        room = max(1, min(need, max(_ORDER_ROOM_MAX, n)))
+        base, with_ov = _search_bytes(n, n_sections, live, pairs, room)
+        self.max_bytes = max_bytes
+        if max_bytes is not None and base > max_bytes:
+            raise MemoryError(f"the search needs about {base / 2**20:.0f} MiB (live lists of "
+                              f"{live:,} entries), over the budget of {max_bytes / 2**20:.0f} MiB")
+        self.use_ov = max_bytes is None or with_ov <= max_bytes
+        self.live_ptr, self.live_idx = live_lists(self.s0, self.s1, max(n_sections, 1))
+        if self.use_ov:
+            self.ov_ptr, self.ov_idx = _overlap_lists(self.s0, self.s1, self.live_ptr,
+                                                      self.live_idx, self.by_start,
+                                                      self.start_ptr, self.deg)
+        else:
+            self.ov_ptr, self.ov_idx = np.zeros(n + 1, dtype=i64), np.zeros(1, dtype=np.int32)
         twin_of: dict[tuple[int, int, int], int] = {}
         self.twin = np.full(n, -1, dtype=i64)   # the previous identical buffer: placed first
-        for i in range(n):
-            k = (int(self.s0[i]), int(self.s1[i]), int(self.size[i]))
+        for i, k in enumerate(zip(self.s0.tolist(), self.s1.tolist(), self.size.tolist())):
             self.twin[i] = twin_of.get(k, -1)
             twin_of[k] = i
         rng = np.random.default_rng(0x6D656D6D6170)  # fixed: hashing must be deterministic
         self.zob1 = rng.integers(1, 1 << 62, size=n, dtype=i64)
         self.zob2 = rng.integers(1, 1 << 62, size=n, dtype=i64)
-        self.memo = np.zeros((_MEMO_SLOTS, 3), dtype=i64)
-        self.memo[:, 2] = _BIG                     # an empty slot never prunes
-        self.total0 = np.zeros(n_sections, dtype=i64)
-        for i in range(n):
-            self.total0[self.s0[i]:self.s1[i]] += self.size[i]
-        self.cuts0 = np.zeros(max(n_sections - 1, 1), dtype=i64)
-        for i in range(n):
-            self.cuts0[self.s0[i]:self.s1[i] - 1] += 1
-        bounds = [0] + [k + 1 for k in range(n_sections - 1) if self.cuts0[k] == 0]
-        bounds.append(n_sections)
-        self.roots = [(a, b) for a, b in zip(bounds, bounds[1:]) if self.total0[a:b].any()]
-        # Part-order stack: the root lists (n entries), then along any path at most one list
-        # per placement, of the buffers still unplaced in its root part: k (k - 1) / 2 entries
-        # for a root part of k buffers. Past _ORDER_ROOM_MAX a new part keeps its parent's order.
-        root_sizes = np.bincount(np.searchsorted(bounds, self.s0, side="right") - 1,
-                                 minlength=len(bounds))
-        need = n + int(sum(k * (k - 1) // 2 for k in root_sizes.tolist()))
-        self.olist = np.zeros(max(1, min(need, max(_ORDER_ROOM_MAX, n))), dtype=i64)
+        self.olist = np.zeros(room, dtype=i64)
         self.otmp = np.zeros_like(self.olist)
-        self.undo = np.zeros((max(int(self.ov_ptr[-1]), 1), 2), dtype=i64)
+        self.undo = np.zeros((max(4 * n, int(self.deg.max(initial=0)) + 1), 2), dtype=i64)
         self.lv = np.zeros((n + 1, 16), dtype=i64)
         self.pend = np.zeros((n_sections + 1, 6), dtype=i64)
         self.parts = np.zeros((n_sections + 1, 4), dtype=i64)   # range, count, list end
-        self.part_of = np.zeros(n_sections, dtype=i64)
-        self.sec_mark = np.zeros(n_sections, dtype=i64)
-        self.witness = np.full(n_sections, -1, dtype=i64)
+        self.part_of = np.zeros(max(n_sections, 1), dtype=i64)
+        self.sec_mark = np.zeros(max(n_sections, 1), dtype=i64)
+        self.witness = np.full(max(n_sections, 1), -1, dtype=i64)
+        self.tkey = np.zeros(n, dtype=i64)
         self.sc = np.zeros(7, dtype=i64)
+        self.off = np.full(n, -1, dtype=i64)
+        self.minoff = np.zeros(n, dtype=i64)
+        self.total = self.total0.copy()
+        self.cuts = self.cuts0.copy()
+        self.roots = [(a, b) for a, b in zip(bounds, bounds[1:]) if self.total0[a:b].any()]
+
+    def grow_undo(self) -> bool:
+        """Double the undo trail (False when that would pass the memory budget)."""
+        extra = self.undo.nbytes
+        if self.max_bytes is not None and self.nbytes() + extra > self.max_bytes:
+            return False
+        self.undo = np.concatenate([self.undo, np.zeros_like(self.undo)])
+        return True
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
+
+
+class _Ordering:
+    """One static preordering heuristic of the canonical search, with its failed-state cache,
+    on a :class:`_Space` it shares with the other orderings.
+
+    The root preorder sorts the buffers by the heuristic (ties: the caller's index). Each part
+    made by a split is sorted again by the same heuristic with T taken from the unplaced totals
+    at that moment (MiniMalloc's per-partition preordering); ties go to the caller's index.
+    :meth:`restart` starts a fresh tree (the cache is kept: a remembered failure stays a
+    failure); :meth:`advance` runs the kernel for more nodes.
+    """
+
+    def __init__(self, space: _Space, heuristic: str):
+        if not heuristic or any(c not in "TWACZ" for c in heuristic):
+            raise ValueError(f"preordering heuristic {heuristic!r}: use the letters T, W, A, C, Z")
+        sp = self.space = space
+        n = sp.n
+        i64 = np.int64
+        keys = {"T": _span_max(sp.total0, sp.s0, sp.s1) if n else np.zeros(0, dtype=i64),
+                "W": sp.width, "A": sp.size * sp.width, "C": sp.s1 - sp.s0, "Z": sp.size}
+        index = np.arange(n, dtype=i64)
+
+        def ranks(letters: str, unique: bool) -> np.ndarray:
+            """Dense rank of (-key for each letter) [+ index when ``unique``], ascending."""
+            cols = [-keys[c] for c in letters] + ([index] if unique else [])
+            if not cols:
+                return np.zeros(n, dtype=i64)
+            order = np.lexsort(cols[::-1])
+            srt = np.stack([c[order] for c in cols])
+            new = np.ones(n, dtype=bool)
+            new[1:] = (srt[:, 1:] != srt[:, :-1]).any(axis=0)
+            out = np.empty(n, dtype=i64)
+            out[order] = np.cumsum(new) - 1
+            return out
+
+        self.order = np.argsort(ranks(heuristic, unique=True), kind="stable").astype(i64)
+        # The heuristic is (static prefix, T, static suffix): a part is sorted by (gkey, -T, skey)
+        # with gkey the dense rank of the prefix and skey the rank of (suffix, input index).
+        cut = heuristic.find("T")
+        prefix, suffix = (heuristic, "") if cut < 0 else (heuristic[:cut], heuristic[cut + 1:])
+        self.use_total = 0 if cut < 0 else 1
+        self.gkey = ranks(prefix, unique=cut < 0)
+        self.skey = ranks(suffix, unique=True)
+        # the root parts' lists, each in root preorder
+        in_order = self.order[np.argsort(sp.root_of[self.order], kind="stable")]
+        self.root_list = in_order
+        counts = np.bincount(sp.root_of, minlength=len(sp.bounds))
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        self.regions = [(int(starts[r]), int(starts[r + 1])) for r in range(len(sp.bounds) - 1)
+                        if sp.total0[sp.bounds[r]:sp.bounds[r + 1]].any()]
+        self.memo = np.zeros((_MEMO_SLOTS, 3), dtype=i64)
+        self.memo[:, 2] = _BIG                     # an empty slot never prunes
         self.nodes = 0                             # over all runs
+        self.run_nodes = 0                         # this tree
         self.restart()
+
+    @property
+    def n(self) -> int:
+        return self.space.n
 
     def restart(self) -> None:
         """Fresh search tree: nothing placed, the root parts pending (in root preorder)."""
-        self.off = np.full(self.n, -1, dtype=np.int64)
-        self.minoff = np.zeros(self.n, dtype=np.int64)
-        self.total = self.total0.copy()
-        self.cuts = self.cuts0.copy()
-        self.sc[:] = 0
-        ot = 0
-        regions = []
-        for a, b in self.roots:
-            members = np.nonzero((self.s0 >= a) & (self.s0 < b))[0]
-            self.olist[ot:ot + len(members)] = members
-            regions.append((ot, ot + len(members)))
-            ot += len(members)
-        for h, ((a, b), (oa, ob)) in enumerate(zip(reversed(self.roots), reversed(regions))):
-            self.pend[h] = (a, b, -1, -1, oa, ob)  # leftmost part on top
-        self.sc[_SC_PH] = len(self.roots)
-        self.sc[_SC_OT] = ot
+        sp = self.space
+        sp.off[:] = -1
+        sp.minoff[:] = 0
+        sp.total[:] = sp.total0
+        sp.cuts[:] = sp.cuts0
+        sp.sc[:] = 0
+        ot = len(self.root_list)
+        sp.olist[:ot] = self.root_list
+        for h, ((a, b), (oa, ob)) in enumerate(zip(reversed(sp.roots), reversed(self.regions))):
+            sp.pend[h] = (a, b, -1, -1, oa, ob)    # leftmost part on top
+        sp.sc[_SC_PH] = len(sp.roots)
+        sp.sc[_SC_OT] = ot
+        self.run_nodes = 0
 
-    def advance(self, node_limit: int) -> int:
-        """Run this tree until it has used ``node_limit`` nodes; returns a kernel status."""
-        before = int(self.sc[_SC_NODES])
-        with np.errstate(over="ignore"):           # hashing wraps (interpreted backend only)
-            status = _search_kernel(self.size, self.s0, self.s1, self.twin, self.live_ptr,
-                                    self.live_idx, self.ov_ptr, self.ov_idx, self.gkey,
-                                    self.tkey, self.skey, self.use_total, self.zob1, self.zob2,
-                                    self.cap, self.off, self.minoff, self.total, self.cuts,
-                                    self.pend, self.lv, self.undo, self.sec_mark, self.witness,
-                                    self.parts, self.part_of, self.olist, self.otmp, self.memo,
-                                    self.sc, node_limit)
-        self.nodes += int(self.sc[_SC_NODES]) - before
-        return int(status)
-
-    @property
-    def run_nodes(self) -> int:
-        return int(self.sc[_SC_NODES])
+    def advance(self, node_limit: int, work_limit: int = 1 << 62) -> int:
+        """Run this tree until it has used ``node_limit`` nodes, or about ``work_limit`` loop
+        iterations (then ``_BUDGET`` with fewer nodes: call again); returns a kernel status
+        (never ``_GROW``: the undo trail is enlarged here, or ``_BUDGET`` with
+        :attr:`out_of_memory` set when the memory budget forbids it)."""
+        sp = self.space
+        self.out_of_memory = False
+        while True:
+            before = int(sp.sc[_SC_NODES])
+            with np.errstate(over="ignore"):       # hashing wraps (interpreted backend only)
+                status = _search_kernel(sp.size, sp.s0, sp.s1, sp.twin, sp.live_ptr, sp.live_idx,
+                                        sp.ov_ptr, sp.ov_idx, sp.deg, sp.use_ov, self.gkey,
+                                        sp.tkey, self.skey, self.use_total, sp.zob1, sp.zob2,
+                                        sp.cap, sp.off, sp.minoff, sp.total, sp.cuts, sp.pend,
+                                        sp.lv, sp.undo, sp.sec_mark, sp.witness, sp.parts,
+                                        sp.part_of, sp.olist, sp.otmp, self.memo, sp.sc,
+                                        node_limit, work_limit)
+            self.nodes += int(sp.sc[_SC_NODES]) - before
+            self.run_nodes = int(sp.sc[_SC_NODES])
+            if status != _GROW:
+                return int(status)
+            if not sp.grow_undo():
+                self.out_of_memory = True
+                return _BUDGET
 
     def offsets(self) -> list[int]:
         """The placement found, in the caller's buffer order."""
-        result = [0] * self.n
-        for k, i in enumerate(self.order):
-            result[i] = int(self.off[k])
-        return result
+        return [int(x) for x in self.space.off]
 
 
 def _sections(lower: Sequence[int], upper: Sequence[int]) -> tuple[list[int], list[int], int]:
@@ -747,20 +910,32 @@ def _sections(lower: Sequence[int], upper: Sequence[int]) -> tuple[list[int], li
 
 
 def _branch_and_bound(s0, s1, width, size, n_sections, capacity, deadline, progress, t0,
-                      max_nodes: int | None = None):
+                      max_nodes: int | None = None, max_bytes: int | None = None):
     """Round robin over the preorderings with a doubling node budget (MiniMalloc's schedule),
-    stopped by ``deadline`` or, deterministically, once the doubling budget passes ``max_nodes``.
-    Sizes must be positive. The search is iterative (no recursion, any number of buffers).
+    stopped by ``deadline`` (a ``perf_counter`` time), Ctrl-C (``KeyboardInterrupt``), the
+    memory budget ``max_bytes`` or, deterministically, once the doubling budget passes
+    ``max_nodes``. Sizes must be positive. The search is iterative (no recursion, any number of
+    buffers) and returns to this loop every ``_WORK_CHUNK`` loop iterations of the kernel
+    (milliseconds), where the deadline and Ctrl-C are checked: where it pauses never changes
+    the search, only where the deadline cuts it.
 
-    Returns ``(offsets | None, proved_infeasible, nodes)``."""
+    Returns ``(offsets | None, proved_infeasible, nodes, stopped_by)``, ``stopped_by`` one of
+    ``solved``, ``infeasible``, ``time limit``, ``node budget``, ``memory budget``."""
     n = len(size)
     if n == 0:
-        return [], False, 0
+        return [], False, 0, "solved"
     if min(size) <= 0:
         raise ValueError("_branch_and_bound: sizes must be positive (drop zero-size buffers)")
     warn_interpreted("the allocation branch and bound", "about 100x slower")
-    solvers = [_Ordering(s0, s1, width, size, n_sections, capacity, h) for h in _PREORDERINGS]
-    chunk = 1 << 16 if _numba is not None else 1 << 9   # nodes between deadline checks
+    try:
+        space = _Space(s0, s1, width, size, n_sections, capacity, max_bytes=max_bytes)
+    except MemoryError as e:
+        if progress is not None:
+            progress(f"branch and bound skipped: {e}")
+        return None, False, 0, "memory budget"
+    solvers = [_Ordering(space, h) for h in _PREORDERINGS]
+    chunk = 1 << 16 if _numba is not None else 1 << 9   # nodes between reports
+    work = _WORK_CHUNK if _numba is not None else _WORK_CHUNK >> 8
     budget = max(n, 16)
     last_report = 0.0
 
@@ -770,18 +945,21 @@ def _branch_and_bound(s0, s1, width, size, n_sections, capacity, deadline, progr
     while True:
         budget *= 2
         if max_nodes is not None and budget > max_nodes:
-            return None, False, total_nodes()
+            return None, False, total_nodes(), "node budget"
         for sv in solvers:
             sv.restart()
             while True:
-                status = sv.advance(min(budget, sv.run_nodes + chunk))
+                limits.check()
+                if time.perf_counter() > deadline:
+                    return None, False, total_nodes(), "time limit"
+                status = sv.advance(min(budget, sv.run_nodes + chunk), work)
                 if status == _SOLVED:
-                    return sv.offsets(), False, total_nodes()
+                    return sv.offsets(), False, total_nodes(), "solved"
                 if status == _INFEASIBLE:
-                    return None, True, total_nodes()
+                    return None, True, total_nodes(), "infeasible"
+                if sv.out_of_memory:
+                    return None, False, total_nodes(), "memory budget"
                 now = time.perf_counter()
-                if now > deadline:
-                    return None, False, total_nodes()
                 if progress is not None and now - last_report > 0.25:
                     last_report = now
                     progress(f"branch and bound ({SEARCH_BACKEND}): {total_nodes():,} nodes, "
@@ -790,8 +968,11 @@ def _branch_and_bound(s0, s1, width, size, n_sections, capacity, deadline, progr
                     break
 
 
-def _cpsat(lower, upper, size, capacity, hint, time_limit_s, workers, seed, progress):
-    """CP-SAT: one fixed interval per buffer in time and one in address, ``add_no_overlap_2d``.
+def _cpsat(lower, upper, size, capacity, hint, time_limit_s, workers, seed, progress,
+           max_memory_bytes: int | None = None):
+    """CP-SAT: one fixed interval per buffer in time and one in address, ``add_no_overlap_2d``;
+    cut by the deadline and Ctrl-C (:func:`memmap.limits.solve_cpsat`) and, when given, by
+    ``max_memory_bytes`` (CP-SAT's ``max_memory_in_mb``).
 
     Returns ``(status name, offsets | None)``."""
     from ortools.sat.python import cp_model
@@ -799,6 +980,8 @@ def _cpsat(lower, upper, size, capacity, hint, time_limit_s, workers, seed, prog
     model = cp_model.CpModel()
     xs, ys, offs = [], [], []
     for k in range(len(size)):
+        if k % 4096 == 0:
+            limits.check()
         y = model.new_int_var(0, capacity - size[k], f"offset_{k}")
         offs.append(y)
         xs.append(model.new_fixed_size_interval_var(lower[k], upper[k] - lower[k], f"life_{k}"))
@@ -811,9 +994,11 @@ def _cpsat(lower, upper, size, capacity, hint, time_limit_s, workers, seed, prog
     solver.parameters.max_time_in_seconds = max(time_limit_s, 0.01)
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = seed
+    if max_memory_bytes is not None:
+        solver.parameters.max_memory_in_mb = max(64, max_memory_bytes >> 20)
     if progress is not None:
         progress(f"CP-SAT no_overlap_2d ({workers} workers, {time_limit_s:.1f} s)")
-    code = solver.solve(model)
+    code = limits.solve_cpsat(solver, model)
     name = solver.status_name(code)
     if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return name, [int(solver.value(y)) for y in offs]
@@ -825,8 +1010,9 @@ def pack_buffers(lower: Sequence[int], upper: Sequence[int], size: Sequence[int]
     """Offsets placing buffers live on ``[lower, upper)`` (half-open) with ``size`` bytes in
     ``[0, capacity)``, or None when none was found: greedy best fit, then the branch and bound
     limited to ``max_nodes`` nodes per preordering round (deterministic) with a wall-clock safety
-    net of ``time_limit_s``. For callers that need a placement fast (the ILP's starting plans);
-    :func:`solve_alloc` is the full method."""
+    net of ``time_limit_s`` and the deadline of :mod:`memmap.limits` (the greedy raises
+    :class:`memmap.limits.TimeLimitReached` past it). For callers that need a placement fast
+    (the ILP's starting plans); :func:`solve_alloc` is the full method."""
     from memmap.static_alloc import greedy_allocate
 
     n = len(size)
@@ -849,17 +1035,14 @@ def pack_buffers(lower: Sequence[int], upper: Sequence[int], size: Sequence[int]
     if height <= cap:
         sol = offs.tolist()
     else:
-        s0, s1, n_sections = _sections(lo, up)
-        totals = [0] * max(n_sections, 1)
-        for a, b, x in zip(s0, s1, sz):
-            for s in range(a, b):
-                totals[s] += x
-        if max(totals) > cap:
+        if _peak(lo, up, sz) > cap:
             return None
+        s0, s1, n_sections = _sections(lo, up)
         t0 = time.perf_counter()
         width = [u - a for a, u in zip(lo, up)]
-        sol, _, _ = _branch_and_bound(s0, s1, width, sz, n_sections, cap, t0 + time_limit_s, None, t0,
-                                      max_nodes=max_nodes)
+        deadline = min(t0 + time_limit_s, limits.deadline())
+        sol = _branch_and_bound(s0, s1, width, sz, n_sections, cap, deadline, None, t0,
+                                max_nodes=max_nodes, max_bytes=SEARCH_MEMORY_BYTES)[0]
         if sol is None:
             return None
     for k, o in zip(active, sol):
@@ -868,18 +1051,35 @@ def pack_buffers(lower: Sequence[int], upper: Sequence[int], size: Sequence[int]
 
 
 def solve_alloc(problem: AllocProblem, capacity: int, *, time_limit_s: float = 60.0,
-                workers: int = 2, seed: int = 0,
-                progress: Callable[[str], None] | None = None) -> AllocResult:
+                workers: int = 2, seed: int = 0, progress: Callable[[str], None] | None = None,
+                max_memory_bytes: int | None = SEARCH_MEMORY_BYTES) -> AllocResult:
     """Place every buffer of ``problem`` in ``[0, capacity)`` (see the module docstring).
 
-    ``progress`` (optional) receives one-line status messages while searching.
+    ``time_limit_s`` bounds the wall time of the call (and a deadline of :mod:`memmap.limits`,
+    when one is set, too): the branch and bound gets three quarters of what is left after the
+    greedy, CP-SAT the rest; at the deadline the result is ``UNKNOWN``. ``max_memory_bytes``
+    bounds the branch and bound's arrays (``None``: no bound): past it, the search uses no
+    pairwise overlap lists, or stops. CP-SAT runs only on up to ``CPSAT_MAX_BUFFERS`` buffers,
+    with the same memory bound. ``progress`` (optional) receives one-line status messages.
+    Ctrl-C raises ``KeyboardInterrupt`` within milliseconds.
     """
     t0 = time.perf_counter()
-    deadline = t0 + time_limit_s
     if capacity < 0:
         raise BadInputError(f"capacity {capacity} is negative")
     if workers < 1:
         raise BadInputError(f"workers must be >= 1, got {workers}")
+    if not time_limit_s > 0:
+        raise BadInputError(f"time limit must be positive, got {time_limit_s}")
+    with limits.time_limit(time_limit_s):
+        try:
+            return _solve_alloc(problem, capacity, t0, workers, seed, progress, max_memory_bytes)
+        except limits.TimeLimitReached:
+            peak = peak_live(problem)[0]
+            return AllocResult("UNKNOWN", None, None, capacity, peak, time.perf_counter() - t0,
+                               "greedy best fit (cut by the time limit)")
+
+
+def _solve_alloc(problem, capacity, t0, workers, seed, progress, max_memory_bytes) -> AllocResult:
     n = problem.n
     peak, peak_at = peak_live(problem)
 
@@ -930,7 +1130,7 @@ def solve_alloc(problem: AllocProblem, capacity: int, *, time_limit_s: float = 6
             offsets[k] = int(o) * g
         return placed(offsets, method, nodes)
 
-    # 3. Greedy best fit in several orders.
+    # 3. Greedy best fit in several orders (cut by the deadline: TimeLimitReached).
     if progress is not None:
         progress("greedy best fit")
     from memmap.static_alloc import greedy_allocate
@@ -940,27 +1140,32 @@ def solve_alloc(problem: AllocProblem, capacity: int, *, time_limit_s: float = 6
     if greedy_height <= cap:
         return expand(greedy_off.tolist(), "greedy best fit")
 
-    # 4. Exact branch and bound (budget: 3/4 of the time limit, the rest for CP-SAT).
+    # 4. Exact branch and bound: 3/4 of the time left (all of it when CP-SAT will not run).
     s0, s1, n_sections = _sections(lower, upper)
     width = [u - lo for lo, u in zip(lower, upper)]
-    bb_deadline = t0 + 0.75 * time_limit_s
-    sol, infeasible, nodes = _branch_and_bound(s0, s1, width, size, n_sections, cap,
-                                               bb_deadline, progress, t0)
+    use_cpsat = len(size) <= CPSAT_MAX_BUFFERS
+    now = time.perf_counter()
+    bb_deadline = now + (0.75 if use_cpsat else 1.0) * max(0.0, limits.deadline() - now)
+    sol, infeasible, nodes, stopped = _branch_and_bound(s0, s1, width, size, n_sections, cap,
+                                                        bb_deadline, progress, t0,
+                                                        max_bytes=max_memory_bytes)
     if sol is not None:
         return expand(sol, "branch and bound", nodes)
     if infeasible:
         return result("INFEASIBLE", None, "branch and bound", nodes, culprits=(
             f"exhaustive search ({nodes:,} nodes): the buffers cannot be packed without "
             f"fragmentation, although the peak live bytes {peak} fit in {capacity}",))
+    method = f"branch and bound (stopped: {stopped})"
 
     # 5. CP-SAT with what is left of the time limit.
-    remaining = deadline - time.perf_counter()
-    if remaining > 0.5:
+    remaining = limits.remaining_s()
+    if use_cpsat and remaining > 0.5:
         status, sol = _cpsat(lower, upper, size, cap, greedy_off.tolist(), remaining, workers,
-                             seed, progress)
+                             seed, progress, max_memory_bytes)
         if sol is not None:
             return expand(sol, "CP-SAT no_overlap_2d", nodes)
         if status == "INFEASIBLE":
             return result("INFEASIBLE", None, "CP-SAT no_overlap_2d", nodes, culprits=(
                 "CP-SAT proved that no placement fits (fragmentation)",))
-    return result("UNKNOWN", None, "branch and bound + CP-SAT", nodes)
+        method += " + CP-SAT"
+    return result("UNKNOWN", None, method, nodes)

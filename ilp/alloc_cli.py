@@ -16,14 +16,19 @@ import re
 import sys
 from pathlib import Path
 
+from memmap import limits
 from memmap.errors import (EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, EXIT_TIMEOUT, BadInputError,
                            MemmapError)
-from memmap.ilp.alloc import AllocProblem, AllocResult, check_alloc, read_minimalloc_csv, solve_alloc
-from memmap.problem import parse_size
+from memmap.ilp.alloc import (SEARCH_MEMORY_BYTES, AllocProblem, AllocResult, check_alloc,
+                              read_minimalloc_csv, solve_alloc)
+from memmap.problem import format_bytes, parse_size
 
 __all__ = ["main", "capacity_from_name", "format_csv"]
 
 _NAME_CAPACITY = re.compile(r"\.(\d+)\.csv$", re.IGNORECASE)
+# seconds per buffer kept for checking and writing the answer after the search (measured: 63k
+# buffers checked and formatted in 1.3 s on the loaded 2-core machine)
+_OUTPUT_S_PER_BUFFER = 4e-5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,8 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--capacity", help="bytes (1048576, 1MiB, ...); default: from a file name "
                     "like A.1048576.csv")
     ap.add_argument("-o", "--output", help="output CSV (default: stdout)")
-    ap.add_argument("--time-limit", type=float, default=60.0, metavar="S",
-                    help="seconds (default 60)")
+    ap.add_argument("--time-limit", type=limits.parse_seconds, default=60.0, metavar="S",
+                    help="wall-clock seconds for the whole command, from process start to the "
+                    "written output (default 60; docs/cli.md)")
+    ap.add_argument("--max-memory", default=format_bytes(SEARCH_MEMORY_BYTES).replace(" ", ""),
+                    metavar="SIZE", help="memory budget of the exact search's arrays "
+                    "(default %(default)s; docs/alloc.md)")
     ap.add_argument("--workers", type=int, default=2, help="CP-SAT workers (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ap.add_argument("--json", action="store_true",
@@ -75,8 +84,6 @@ def _run(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    if args.time_limit <= 0:
-        raise BadInputError(f"--time-limit must be positive, got {args.time_limit}")
     if args.workers < 1:
         raise BadInputError(f"--workers must be >= 1, got {args.workers}")
     if not Path(args.input).is_file():
@@ -88,30 +95,38 @@ def _run(argv: list[str]) -> int:
         if capacity is None:
             raise BadInputError(f"{args.input}: no --capacity given and none in the file name "
                                 f"(expected NAME.<bytes>.csv, e.g. A.1048576.csv)")
-    if args.output is not None:
-        if Path(args.output).resolve() == Path(args.input).resolve():
-            raise BadInputError(f"-o {args.output}: refusing to overwrite the input file")
-        if args.output != "-" and not Path(args.output).resolve().parent.is_dir():
+    with limits.command_time_limit(args.time_limit):
+        return _placed(args)
+
+
+def _placed(args) -> int:
+    max_memory = parse_size(args.max_memory)
+    if args.output is not None and args.output != "-":
+        limits.refuse_overwrite([args.output], [args.input])
+        if not Path(args.output).resolve().parent.is_dir():
             raise BadInputError(f"-o {args.output}: folder does not exist")
     problem = read_minimalloc_csv(args.input)
 
     from rich.console import Console
 
     console = Console(stderr=True)
-    with console.status(f"allocating {problem.n} buffers in {capacity} bytes") as status:
+    # the solve stops early enough to check and write the answer before the deadline
+    with limits.time_limit(at=limits.deadline() - _OUTPUT_S_PER_BUFFER * problem.n), \
+            console.status(f"allocating {problem.n} buffers in {capacity} bytes") as status:
         def progress(msg: str) -> None:
             status.update(f"{Path(args.input).name}: {msg}")
 
         res = solve_alloc(problem, capacity, time_limit_s=args.time_limit, workers=args.workers,
-                          seed=args.seed, progress=progress)
+                          seed=args.seed, progress=progress, max_memory_bytes=max_memory)
     summary = _summary(problem, res)
     if res.placed:
         errors = check_alloc(problem, capacity, res.offsets)
         if errors:   # never expected: the checker is independent of every solver
             raise MemmapError(f"internal error: placement fails the checker: {errors[0]}")
+        limits.answered()
         text = format_csv(problem, res.offsets)
         if args.output is not None and args.output != "-":
-            Path(args.output).write_text(text)
+            limits.write_text_atomic(args.output, text)
         elif not args.json:
             sys.stdout.write(text)
         print(f"memmap alloc: {res.status}: {problem.n} buffers, height {res.height_bytes} / "
@@ -132,7 +147,9 @@ def _run(argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``memmap alloc``; returns the exit code (errors: one line on stderr)."""
+    """Entry point of ``memmap alloc``; returns the exit code (errors: one line on stderr).
+    The time limit counts from :func:`memmap.limits.command_start` (the start of the process
+    when ``memmap`` runs from a shell)."""
     try:
         return _run(list(argv))
     except MemmapError as e:

@@ -43,11 +43,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
 
 from ortools.sat.python import cp_model
 
+from memmap import limits
 from memmap.problem import Problem
 
 
@@ -573,12 +573,7 @@ def global_lower_bound(problem: Problem, *, time_limit_s: float = 5.0, seed: int
     if deterministic:
         solver.parameters.interleave_search = True
         solver.parameters.max_deterministic_time = max(0.01, det_per_wall_s * time_limit_s)
-    timer = threading.Timer(max(0.5, 1.5 * time_limit_s), solver.stop_search)
-    timer.start()
-    try:
-        st = solver.solve(m)
-    finally:
-        timer.cancel()
+    st = limits.solve_cpsat(solver, m)      # cut by the deadline (the bound stays valid) and Ctrl-C
     if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raw = solver.objective_value if st == cp_model.OPTIMAL else solver.best_objective_bound
         bound = math.ceil(raw - 1e-6) * gc

@@ -47,6 +47,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from memmap import limits
 from memmap.jit import BACKEND as EVALUATOR_BACKEND
 from memmap.jit import jit as _jit
 from memmap.jit import numba as _numba
@@ -641,13 +642,15 @@ def _sink_slice(order: list[int], pos: list[int], group: set[int], first: int) -
 
 
 def _descend(ctx: _Ctx, start: Sequence[int], cap: int, budget_units: float,
-             best: tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, int], int, int]:
+             best: tuple[int, int], deadline: float = math.inf
+             ) -> tuple[tuple[int, ...], tuple[int, int], int, int]:
     """Deterministic first-improvement descent after the annealing, from its best order.
 
     Two moves, each accepted only when the evaluated (traffic, excess) strictly improves:
     *sink* an operator with its exclusive ancestors (:func:`_sink_group`) to just before its
     first successor (later operators first), and *hoist* one operator to just after its last
-    predecessor. Passes repeat until one improves nothing or the work budget ends. Sinking a
+    predecessor. Passes repeat until one improves nothing, the work budget ends or the wall
+    clock passes ``deadline`` (the best order so far is kept). Sinking a
     whole group is what a single-operator move cannot do: moving the last reshape of a chain
     alone leaves the chain's earlier value live across the same steps, so it gains nothing.
     Returns (order, score, evaluations, work units)."""
@@ -662,7 +665,12 @@ def _descend(ctx: _Ctx, start: Sequence[int], cap: int, budget_units: float,
     cur = best
 
     def attempt(a: int, new: list[int]) -> bool:
-        nonlocal cur, work, evals
+        nonlocal cur, work, evals, budget_units
+        if (evals & 15) == 0:
+            limits.check()
+            if time.perf_counter() > deadline:
+                budget_units = 0           # ends every loop below
+                return False
         b = a + len(new)
         saved = arr[a:b].copy()
         arr[a:b] = new
@@ -735,9 +743,11 @@ def _anneal(ctx: _Ctx, start: Sequence[int], cap: int, rng: random.Random, budge
     ex_w = 1.0 / max(1, n)       # excess is bytes x steps; one step's worth weighs like a byte
     wall_stop = False
     for it in range(iters):
-        if (it & 63) == 0 and time.perf_counter() > deadline:
-            wall_stop = True
-            break
+        if (it & 63) == 0:
+            limits.check()
+            if time.perf_counter() > deadline:
+                wall_stop = True
+                break
         if it - last_gain > stale_limit:
             break
         temp = t0 * (t_end / t0) ** (it / iters)
@@ -826,8 +836,9 @@ def search_schedules(problem: Problem, starts: Sequence[Sequence[int]], *, time_
       seed: seed of the search (each start gets its own stream derived from it).
       keep: how many distinct schedules to return (the best, by evaluated (traffic, excess)).
       capacity_bytes: the evaluator's capacity (default: the problem's).
-      wall_limit_s: wall-clock safety net (default ``WALL_SAFETY_FACTOR`` x ``time_s``); when it
-        stops the search, ``stopped_by`` is ``wall limit`` and the result may vary between runs.
+      wall_limit_s: wall-clock safety net (default ``WALL_SAFETY_FACTOR`` x ``time_s``; the
+        deadline of :mod:`memmap.limits` too); when it stops the search, ``stopped_by`` is
+        ``wall limit`` and the result may vary between runs.
 
     Returns a :class:`SearchResult`; its schedules include no start unless nothing better was
     found from it.
@@ -847,6 +858,7 @@ def search_schedules(problem: Problem, starts: Sequence[Sequence[int]], *, time_
     start_est = [(e.noncompulsory_bytes, e.excess_byte_steps) for e in (_evaluate(ctx, s, cap) for s in starts)]
     t_start = time.perf_counter()
     deadline = t_start + (WALL_SAFETY_FACTOR * max(0.1, time_s) if wall_limit_s is None else wall_limit_s)
+    deadline = min(deadline, limits.deadline())     # and the command's deadline
     rate = WORK_UNITS_PER_S if EVALUATOR_BACKEND == "numba" else WORK_UNITS_PER_S_INTERPRETED
     budget = time_s * rate / len(starts)
     found: dict[tuple[int, ...], tuple[int, int]] = {}
@@ -858,7 +870,8 @@ def search_schedules(problem: Problem, starts: Sequence[Sequence[int]], *, time_
         evals += ev
         work += wu
         if not wall_stop and time.perf_counter() < deadline:
-            order, score, ev, wu = _descend(ctx, order, cap, budget - wu, score)
+            order, score, ev, wu = _descend(ctx, order, cap, budget - wu, score, deadline)
+            wall_stop = time.perf_counter() > deadline
             evals += ev
             work += wu
         if wall_stop:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 
 from ortools.sat.python import cp_model
 
+from memmap import limits
 from memmap.budgets import spill_free_allocation
 from memmap.cost import simulate
 from memmap.errors import SolverTimeoutError
@@ -62,6 +62,9 @@ RELAX_DET_PER_S = 0.25
 RELAX_SOLVES = 6
 # large graphs: candidates whose start costs more than this times the best start get no LNS
 LARGE_SKIP_RATIO = 1.05
+# the wall clock of one solve_ilp call is bounded by this multiple of its nominal budget (a
+# safety net for a very slow machine) and by the deadline of memmap.limits (the command's)
+WALL_SAFETY_FACTOR = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +72,8 @@ class IlpOptions:
     """Tuning knobs of :func:`solve_ilp` (validated).
 
     Attributes:
-      time_limit_s: wall-clock budget of the whole call.
+      time_limit_s: the nominal budget: every phase's deterministic budget derives from it (see
+        :func:`solve_ilp` for the wall clock).
       seed: CP-SAT random seed.
       workers: CP-SAT worker threads.
       deterministic: interleaved search + deterministic time limits (same seed and workers give
@@ -200,13 +204,8 @@ def _run(fm: FixedScheduleModel, opts: IlpOptions, wall_s: float, det: float, t0
     solver = cp_model.CpSolver()
     _params(solver, opts, wall_s, det)
     cb = _FirstSolution(t0)
-    timer = threading.Timer(max(0.1, wall_s) + 0.5, solver.stop_search)
-    timer.daemon = True
-    timer.start()
-    try:
-        st = solver.solve(fm.model, cb)
-    finally:
-        timer.cancel()
+    # cut by the deadline and Ctrl-C; a timer stops interleaved search overrunning its limit
+    st = limits.solve_cpsat(solver, fm.model, cb)
     return solver, st, cb
 
 
@@ -224,6 +223,7 @@ def _replacement_start(problem: Problem, inst: Instance) -> Assignment | None:
     cap = problem.target.capacity_bytes
     lo = problem.m_r_bytes
     for frac in (0.95, 0.9, 0.8, 0.7, 0.5):
+        limits.checkpoint("the ILP's repaired start")
         c = max(lo, int(cap * frac))
         est = estimate_traffic(problem, inst.schedule, capacity_bytes=c)
         if est.feasible:
@@ -281,6 +281,7 @@ def _repair_caps(problem: Problem, inst: Instance, rounds: int = REPAIR_ROUNDS,
     if a is not None:
         return a
     for _ in range(rounds):
+        limits.checkpoint("the ILP's repaired start")
         segs = est.segments
         starts = [x[1] for x in segs]
         ends = [x[2] for x in segs]
@@ -365,7 +366,7 @@ def _relaxed_start(problem: Problem, inst: Instance, hint: Assignment, opts: Ilp
         fm.add_hint(start)
         solver = cp_model.CpSolver()
         _params(solver, opts, max(5.0, per / DET_PER_WALL_S * 2), per)
-        st = solver.solve(fm.model)
+        st = limits.solve_cpsat(solver, fm.model)
         if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return None
         return fm.read(solver)
@@ -404,7 +405,7 @@ def _relaxed_start(problem: Problem, inst: Instance, hint: Assignment, opts: Ilp
                 for t in range(n)]
 
     best = None
-    while solves < RELAX_SOLVES:
+    while solves < RELAX_SOLVES and not limits.expired():
         a2 = solve(lowered(1.0), a)
         if a2 is None:
             break
@@ -415,7 +416,7 @@ def _relaxed_start(problem: Problem, inst: Instance, hint: Assignment, opts: Ilp
             continue
         best = (got, _start_cost(problem, inst, got))
         lo_s, hi_s = 0.0, 1.0            # a smaller cut may pack too, with fewer evictions
-        while solves < RELAX_SOLVES:
+        while solves < RELAX_SOLVES and not limits.expired():
             mid = (lo_s + hi_s) / 2
             a3 = solve(lowered(mid), a)
             got = placed(a3)[0] if a3 is not None else None
@@ -510,13 +511,7 @@ def relaxation_bound(inst: Instance, opts: IlpOptions, wall_s: float) -> float:
     fm = FixedScheduleModel(inst, addresses=False)
     solver = cp_model.CpSolver()
     _params(solver, opts, wall_s, wall_s * DET_PER_WALL_S)
-    timer = threading.Timer(max(0.1, wall_s) + 0.5, solver.stop_search)
-    timer.daemon = True
-    timer.start()
-    try:
-        st = solver.solve(fm.model)
-    finally:
-        timer.cancel()
+    st = limits.solve_cpsat(solver, fm.model)
     if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         if st == cp_model.OPTIMAL:
             return _bound_of(fm, solver.objective_value)
@@ -535,7 +530,7 @@ def _solve_windows(inst: Instance, opts: IlpOptions, budget_s: float, t0: float,
     improves nothing or the time is up. Budgets derive from the nominal ``budget_s`` only (never
     from elapsed wall time), so the same seed and workers give the same plan; the wall clock is
     only a safety net."""
-    deadline = time.perf_counter() + budget_s
+    deadline = min(time.perf_counter() + budget_s, limits.deadline())
     n = inst.num_steps
     w = opts.window_steps
     windows = [(a, min(n - 1, a + w - 1)) for a in range(0, max(1, n - w // 2), w // 2)]
@@ -543,7 +538,9 @@ def _solve_windows(inst: Instance, opts: IlpOptions, budget_s: float, t0: float,
     fm0 = FixedScheduleModel(inst, fixed=Fixed((0, -1), inc))   # everything fixed: cost of inc
     solver = cp_model.CpSolver()
     _params(solver, opts, 5.0, 5.0)
-    st = solver.solve(fm0.model)
+    st = limits.solve_cpsat(solver, fm0.model)
+    if st == cp_model.UNKNOWN and limits.expired():
+        raise limits.TimeLimitReached("time limit reached while scoring the LNS start")
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise RuntimeError("ilp: the LNS starting assignment is not a solution (a bug in the hint)")
     best_obj = _objective_of(fm0, solver.objective_value)   # strict: bytes; tiered: ns (all steps)
@@ -607,7 +604,12 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
 
     Args:
       problem: the problem (strict or tiered).
-      time_limit_s: wall-clock budget of the whole call.
+      time_limit_s: the nominal budget, split into deterministic budgets (so the plan depends
+        only on the inputs, seed and workers). The wall clock is bounded by
+        ``WALL_SAFETY_FACTOR`` x this and by the deadline of :mod:`memmap.limits` (the CLI sets
+        the command's): at the deadline the best plan so far is chosen (every candidate
+        schedule not searched yet keeps its starting solution; the given plans stay
+        candidates), and ``info["time_limit"]`` says where it cut.
       seed, workers: CP-SAT seed and worker threads (same seed + workers: same plan, see module
         docstring).
       hint: a complete plan (e.g. the best baseline). Its schedule is searched first, with the
@@ -637,8 +639,13 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
                       large_graph_ops=large_graph_ops, window_steps=window_steps,
                       schedule_search=schedule_search, search_share=search_share, search_keep=search_keep)
     problem.check_feasible()
+    with limits.time_limit(WALL_SAFETY_FACTOR * opts.time_limit_s):
+        return _solve_ilp(problem, opts, hint, hint_schedules, progress, start_plan)
+
+
+def _solve_ilp(problem: Problem, opts: IlpOptions, hint, hint_schedules, progress, start_plan) -> Plan:
+    seed, workers, deterministic = opts.seed, opts.workers, opts.deterministic
     t0 = time.perf_counter()
-    deadline = t0 + opts.time_limit_s
 
     def say(msg: str) -> None:
         if progress:
@@ -668,13 +675,53 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
 
     large = problem.graph.num_ops > opts.large_graph_ops
     strict = problem.mode == "strict"
+    st = _SearchState()
+    try:
+        _search(problem, opts, plans, uniq, seen, start_plan, large, strict, t0, say, progress, st)
+    except limits.TimeLimitReached as e:
+        say(f"ilp: {e}; keeping the best plan so far")
+        st.time_limit = str(e)
+        # the candidates prepared but not searched: their starting solutions are plans too
+        done = {r.origin for r in st.results}
+        for entry in st.prepared:          # (..., start cost, k, name, schedule, instance, start)
+            cost, name, sched, inst, start = entry[-6], entry[-4], entry[-3], entry[-2], entry[-1]
+            if name not in done and start is not None:
+                res = ScheduleResult(origin=name, schedule=sched, assignment=start, status="FEASIBLE",
+                                     objective=cost, method="starting solution (not searched: time limit)",
+                                     stopped_by="wall limit")
+                st.results.append(res)
+                st.final.append((decode(inst, start), res))
+    return _choose(problem, opts, plans, st, t0, seed, workers, deterministic)
+
+
+@dataclasses.dataclass
+class _SearchState:
+    """What the search phases of :func:`solve_ilp` found so far (kept when the deadline cuts
+    them): candidate entries, per-schedule results, candidate plans, and the reported facts."""
+
+    prepared: list = dataclasses.field(default_factory=list)
+    results: list = dataclasses.field(default_factory=list)
+    final: list = dataclasses.field(default_factory=list)
+    glb: object = None
+    search_info: dict = dataclasses.field(default_factory=lambda: {"ran": False})
+    relax_info: dict = dataclasses.field(default_factory=lambda: {"ran": False})
+    time_limit: str | None = None
+
+
+def _search(problem: Problem, opts: IlpOptions, plans: list[Plan], uniq, seen: set, start_plan,
+            large: bool, strict: bool, t0: float, say, progress, st: _SearchState) -> None:
+    """The search phases of :func:`solve_ilp`: global bound, candidate starts, schedule search,
+    address-free start, then each candidate schedule. ``st`` grows as it goes, so that a
+    :class:`memmap.limits.TimeLimitReached` raised anywhere leaves the best plans found so far
+    in it."""
+    seed = opts.seed
+    prepared, results, final = st.prepared, st.results, st.final
     # -- global (schedule-independent) lower bound: strict mode, 5% of the nominal time --------
     nominal_left = opts.time_limit_s
-    glb = None
     if strict:
         lb_s = 0.05 * opts.time_limit_s
         nominal_left -= lb_s
-        glb = global_lower_bound(problem, time_limit_s=lb_s, seed=seed, workers=opts.workers,
+        glb = st.glb = global_lower_bound(problem, time_limit_s=lb_s, seed=seed, workers=opts.workers,
                                  deterministic=opts.deterministic, det_per_wall_s=DET_PER_WALL_S)
         say(f"ilp: global lower bound {glb.bound_bytes} bytes ({glb.decided_by}; {glb.rows} covering rows)")
 
@@ -689,9 +736,10 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         est = estimate_traffic(problem, sched).noncompulsory_bytes if strict else cost
         return [est, cost, k, name, sched, inst, start]
 
-    prepared = [prepare(k, name, sched) for k, (name, sched) in enumerate(uniq)]
+    for k, (name, sched) in enumerate(uniq):
+        limits.checkpoint("the ILP's candidate starts")
+        prepared.append(prepare(k, name, sched))
     # -- schedule search (strict): better orders become candidates -------------------------------
-    search_info: dict = {"ran": False}
     search_frac = opts.search_share if opts.search_share is not None else (0.35 if large else 0.3)
     if strict and opts.schedule_search and search_frac > 0 and min(x[1] for x in prepared) > 0:
         search_s = opts.time_limit_s * search_frac
@@ -702,7 +750,7 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         say(f"ilp: schedule search from {len(starts)} schedules, {search_s:.1f} s nominal")
         keep = opts.search_keep if opts.search_keep is not None else (1 if large else 2)
         sr = search_schedules(problem, starts, time_s=search_s, seed=seed, keep=keep)
-        search_info = {"ran": True, "nominal_s": search_s, "wall_s": sr.wall_s, "evaluations": sr.evaluations,
+        st.search_info = {"ran": True, "nominal_s": search_s, "wall_s": sr.wall_s, "evaluations": sr.evaluations,
                        "work_units": sr.work_units, "stopped_by": sr.stopped_by,
                        "start_estimates_bytes": [e[0] for e in sr.start_estimates],
                        "found_estimates_bytes": [e[0] for e in sr.estimates]}
@@ -710,14 +758,14 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
             if sched in seen:
                 continue
             seen.add(sched)
+            limits.checkpoint("the ILP's candidate starts")
             prepared.append(prepare(len(prepared), f"search{i + 1}", sched))
     # most promising schedule first: strict: lowest evaluated traffic (byte-level replacement),
     # then the cheapest starting solution; tiered: the cheapest start (ties keep the given order).
     # Large graphs (window LNS, which only improves its start locally): cheapest start first.
     prepared.sort(key=lambda x: (x[1], x[0], x[2]) if large else (x[0], x[1], x[2]))
-    prepared = [(cost, k, name, sched, inst, start) for _, cost, k, name, sched, inst, start in prepared]
+    prepared[:] = [(cost, k, name, sched, inst, start) for _, cost, k, name, sched, inst, start in prepared]
     # -- large graphs (strict): a cost-aware, packing-aware start for one schedule -------------
-    relax_info: dict = {"ran": False}
     if large and strict and prepared and prepared[0][0] > 0 and prepared[0][5] is not None:
         # which schedule: the hint's (the best baseline's), whose plan already packs, else the
         # cheapest start. The cheapest start is not the best choice: on resnet50.train.after at
@@ -732,20 +780,17 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         say(f"ilp: address-free replacement start on {name0!r}, {relax_s:.1f} s nominal")
         t_relax = time.perf_counter()
         got = _relaxed_start(problem, inst0, start0, opts, relax_s * RELAX_DET_PER_S, say)
-        relax_info = {"ran": True, "schedule": name0, "nominal_s": relax_s,
+        st.relax_info = {"ran": True, "schedule": name0, "nominal_s": relax_s,
                       "wall_s": time.perf_counter() - t_relax, "before_bytes": cost0,
                       "after_bytes": None if got is None else got[1]}
         if got is not None and got[1] < cost0:
             prepared[i] = (got[1], k0, name0, sched0, inst0, got[0])
             prepared.sort(key=lambda x: (x[0], x[1]))
-    results: list[ScheduleResult] = []
-    final: list[tuple[Plan, ScheduleResult | None]] = []
     # Budgets are split from the nominal time limit, never from elapsed wall time, so that the
-    # deterministic limits (and hence the plan) depend only on the inputs, seed and workers.
+    # deterministic limits (and hence the plan) depend only on the inputs, seed and workers;
+    # the deadline of memmap.limits cuts them (then the unsearched candidates keep their starts).
     for idx, (start_cost, _, name, sched, inst, start) in enumerate(prepared):
-        if deadline - time.perf_counter() <= 0.5 and results and not opts.deterministic:
-            say(f"ilp: no time left for schedule {name!r}")
-            break
+        limits.checkpoint(f"the ILP (schedule {name!r} not searched)")
         remaining = len(prepared) - idx
         share = nominal_left * (0.5 if idx == 0 and remaining > 1 else 1.0 / remaining)
         nominal_left -= share
@@ -779,6 +824,10 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
             if res.assignment is not None and not res.proven and problem.mode == "strict":
                 res.bound = max(res.bound, relaxation_bound(inst, opts, max(0.5, 0.1 * share)))
                 res.proven = res.bound >= res.objective
+        if res.assignment is None and start is not None:
+            # the search ended (deadline) without a solution: its start is still a plan
+            res.assignment, res.objective = start, start_cost
+            res.method = f"{res.method} (no solution in time: starting solution kept)"
         results.append(res)
         say(f"ilp: schedule {name!r}: {res.status}, objective {res.objective}, bound {res.bound}")
         if res.assignment is not None:
@@ -786,6 +835,13 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
             final.append((plan, res))
             if problem.mode == "strict" and res.proven and res.objective == 0:
                 break    # zero non-compulsory traffic: globally optimal, nothing left to gain
+
+
+def _choose(problem: Problem, opts: IlpOptions, plans: list[Plan], st: _SearchState, t0: float,
+            seed: int, workers: int, deterministic: bool) -> Plan:
+    """The final choice of :func:`solve_ilp`: every candidate plan (searched schedules, given
+    plans) prefetch-hoisted, verified and scored; the best, with what is proven."""
+    results, final, glb = st.results, st.final, st.glb
     # the hint itself (and the other given plans) stay candidates: never worse than them
     for pl in plans:
         final.append((pl, None))
@@ -850,8 +906,9 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
         "schedule_bound": sched_bound,
         "schedule_gap": sched_gap,
         "schedule_proven": sched_proven,
-        "search": search_info,
-        "relaxed_start": relax_info,
+        "search": st.search_info,
+        "relaxed_start": st.relax_info,
+        "time_limit": st.time_limit,
         "global_bound": None if glb is None else {**dataclasses.asdict(glb), "decided_by": glb.decided_by},
         "time_to_first_solution_s": min(firsts) if firsts else None,
         "wall_s": wall,

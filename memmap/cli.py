@@ -1,19 +1,23 @@
 """The ``memmap`` command line (docs/cli.md).
 
 Exit codes: 0 success, 1 internal error, 2 bad input (missing/unreadable/malformed file, bad
-size or flag, invalid plan), 3 infeasible, 4 time limit reached without an answer.
-Errors are one line on stderr; ``--debug`` shows tracebacks.
+size or flag, invalid plan), 3 infeasible, 4 time limit reached without an answer, 130
+interrupted (Ctrl-C). Errors are one line on stderr; ``--debug`` shows tracebacks.
+``--time-limit`` bounds the whole command's wall time, from the process's start
+(:mod:`memmap.limits`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+from memmap import limits
 from memmap.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, BadInputError, MemmapError
 
 
@@ -51,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--scratchpad", help="scratchpad capacity, e.g. 4MiB, 512KiB, 1048576 (overrides the preset's)")
     o.add_argument("--mode", choices=["strict", "tiered"], default="strict")
     o.add_argument("--solver", default="best", help="msa, belady, minpeak, ilp, rl, or best (all, keep the best)")
-    o.add_argument("--time-limit", type=float, default=60.0, help="seconds per solver (default 60)")
+    o.add_argument("--time-limit", type=limits.parse_seconds, default=60.0, metavar="S",
+                   help="wall-clock seconds for the whole command, from process start to the "
+                   "written outputs (default 60; docs/cli.md)")
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--workers", type=int, default=2,
                    help="CP-SAT threads for the ilp solver (default 2); same seed and workers give the same plan")
@@ -96,32 +102,40 @@ def _read_input(path: str, stage: str, train: bool = False):
 
 
 def cmd_optimize(args) -> int:
-    from memmap.pipeline import check_output_dir, optimize
-    from memmap.report import plan_report
+    from memmap.pipeline import check_output_dir, optimize, output_reserve_s
 
     outdir = Path(args.outdir)
-    graph, inputs = _read_input(args.input, args.stage, args.train)
-    check_output_dir(outdir, inputs)
     console = _progress()
-    t0 = time.perf_counter()
-    solver_options = None
-    if args.checkpoint is not None or args.simulations is not None:
-        from memmap.rl.solver import RLSolverOptions
+    with limits.command_time_limit(args.time_limit):
+        with console.status(f"importing {args.input}..."):
+            graph, inputs = _read_input(args.input, args.stage, args.train)
+        limits.checkpoint("importing")
+        check_output_dir(outdir, inputs)
+        if not args.no_plot:       # import matplotlib now, so that only drawing is left at the end
+            with console.status("loading matplotlib..."):
+                import matplotlib
 
-        solver_options = {"rl": RLSolverOptions(checkpoint=args.checkpoint, simulations=args.simulations)}
-    with console.status("importing done; solving...") as status:
-        plan = optimize(graph, target=args.target, scratchpad=args.scratchpad, mode=args.mode,
-                        solver=args.solver, time_limit_s=args.time_limit, seed=args.seed,
-                        activations_only=args.activations_only, workers=args.workers, solver_options=solver_options,
-                        progress=lambda msg: status.update(f"{msg} ({time.perf_counter() - t0:.1f} s)"))
-    outdir.mkdir(parents=True, exist_ok=True)
-    plan_path = outdir / "plan.json"
-    plan.to_json(plan_path)
-    (outdir / "report.md").write_text(plan_report(plan, input_name=args.input))
-    if not args.no_plot:
-        from memmap.timeline import draw_timeline
+                matplotlib.use("Agg")
+                import matplotlib.pyplot  # noqa: F401
+        solver_options = None
+        if args.checkpoint is not None or args.simulations is not None:
+            from memmap.rl.solver import RLSolverOptions
 
-        draw_timeline(plan, outdir / "timeline.png")
+            solver_options = {"rl": RLSolverOptions(checkpoint=args.checkpoint, simulations=args.simulations)}
+        t0 = time.perf_counter()
+        # the solvers stop early enough to verify the plan and write the outputs in time
+        reserve = output_reserve_s(graph, plot=not args.no_plot)
+        with console.status("importing done; solving...") as status, \
+                limits.time_limit(at=limits.deadline() - reserve):
+            plan = optimize(graph, target=args.target, scratchpad=args.scratchpad, mode=args.mode,
+                            solver=args.solver, time_limit_s=args.time_limit, seed=args.seed,
+                            activations_only=args.activations_only, workers=args.workers,
+                            solver_options=solver_options,
+                            progress=lambda msg: status.update(f"{msg} ({time.perf_counter() - t0:.1f} s)"))
+        limits.answered()          # a verified plan: the time-limit net leaves the writing alone
+        plan_path = outdir / "plan.json"
+        with console.status(f"writing {outdir}/..."):
+            _write_outputs(plan, outdir, args)
     m = plan.metrics
     if args.json:
         out = {"solver": plan.solver, "status": plan.status,
@@ -136,6 +150,29 @@ def cmd_optimize(args) -> int:
               f"peak {m['peak_scratchpad_bytes']} B of {plan.problem.target.capacity_bytes} B, "
               f"modelled {m['modeled_time_s'] * 1e3:.4f} ms -> {outdir}/")
     return EXIT_OK
+
+
+def _write_outputs(plan, outdir: Path, args) -> None:
+    """plan.json, report.md and timeline.png, all or none (:class:`memmap.limits.OutputFiles`);
+    a folder this call creates is removed again when writing fails."""
+    from memmap.report import plan_report
+
+    created = not outdir.exists()
+    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with limits.OutputFiles(outdir) as out:
+            out.write_text("plan.json", plan.to_json() + "\n")
+            out.write_text("report.md", plan_report(plan, input_name=args.input))
+            if not args.no_plot:
+                from memmap.timeline import draw_timeline
+
+                draw_timeline(plan, out.path("timeline.png"))
+            out.commit()
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                outdir.rmdir()
+        raise
 
 
 def cmd_verify(args) -> int:
@@ -195,6 +232,9 @@ def cmd_alloc(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")   # keep XLA's C++ info logs off stderr
+    # a shell command's time limit counts from the process's start (interpreter and imports)
+    from_shell = argv is None
+    limits.start_command(from_process_start=from_shell)
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = build_parser()
     try:
@@ -204,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"optimize": cmd_optimize, "verify": cmd_verify, "budgets": cmd_budgets,
                 "cascade": cmd_cascade, "alloc": cmd_alloc}
     try:
-        return handlers[args.cmd](args)
+        # a process of its own (not main([...]) from Python): Ctrl-C and the watchdog
+        with limits.watch() if from_shell else contextlib.nullcontext():
+            return handlers[args.cmd](args)
     except MemmapError as e:
         if args.debug:
             raise
@@ -212,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         print("memmap: interrupted", file=sys.stderr)
-        return 130
+        return limits.EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - the one place that turns bugs into exit 1
         if args.debug:
             raise

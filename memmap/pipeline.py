@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from memmap import limits
 from memmap.cost import simulate
-from memmap.errors import BadInputError, InfeasibleError, MemmapError
+from memmap.errors import BadInputError, InfeasibleError, MemmapError, SolverTimeoutError
 from memmap.ir.graph import Graph, GraphError
 from memmap.plan import Plan
 from memmap.prefetch import hoist_prefetches
@@ -92,12 +93,53 @@ def _ranking_key(mode: str):
     return lambda m: (m["modeled_time_s"], m["noncompulsory_bytes"])
 
 
+# --solver best: the rl solver's share of the time limit. It runs after the baselines and before
+# the ILP, which gets the rest (its nominal budget is taken from that rest). The agent is trained
+# for tiered mode (docs/rl.md); in strict mode it is playable, not trained, so it gets less.
+RL_SHARE = {"tiered": 0.5, "strict": 0.2}
+
+
+def _time_shares(names: list[str], mode: str, time_limit_s: float) -> dict[str, float]:
+    """``best``: the ``time_limit_s`` each solver is given (a function of the limit only, so
+    the deterministic budgets derived from it do not depend on the machine's speed); solvers
+    not named get the whole limit (the baselines take no budget; the deadline cuts them)."""
+    if len(names) < 2 or "rl" not in names:
+        return {}
+    rl = RL_SHARE[mode] * time_limit_s
+    return {"rl": rl, "ilp": time_limit_s - rl}
+
+
+def _run_order(names: list[str]) -> list[str]:
+    """The ILP last: it uses whatever time the others leave, starting from their plans."""
+    return [n for n in names if n != "ilp"] + [n for n in names if n == "ilp"]
+
+
+def verify_reserve_s(problem: Problem) -> float:
+    """Seconds kept after a solver's deadline to hoist prefetches, verify and score its plan
+    (measured: 0.35 s for the 1711 operators of resnet50.train.after on the loaded 2-core
+    machine; twice that, plus a constant)."""
+    return 0.1 + 4e-4 * problem.graph.num_ops
+
+
+def output_reserve_s(graph: Graph, *, plot: bool) -> float:
+    """Seconds ``memmap optimize`` keeps after the solvers' deadline: verifying and scoring the
+    plan, plan.json, report.md and (``plot``) timeline.png, matplotlib already imported
+    (measured on the loaded 2-core machine: drawing 2.2 s for small_cnn_train's 136
+    residencies, 4.1 s for resnet50.train.after's 2596; plan.json and report.md 0.3-1.2 s)."""
+    return 0.3 + 6e-4 * graph.num_ops + ((2.5 + 1e-3 * graph.num_ops) if plot else 0.0)
+
+
 def run_solver(problem: Problem, name: str, *, seed: int = 0, time_limit_s: float = 60.0,
                prefetch: bool = True, workers: int = 2, progress: ProgressFn | None = None,
-               solver_options: dict | None = None) -> Plan:
+               solver_options: dict | None = None, given: tuple[Plan, ...] = ()) -> Plan:
     """Run one solver, hoist its prefetches, verify and score the plan. ``workers``: solver
     threads (CP-SAT; the heuristics are single-threaded). ``solver_options``: solver name -> its
-    options object (``rl``: ``memmap.rl.solver.RLSolverOptions``)."""
+    options object (``rl``: ``memmap.rl.solver.RLSolverOptions``). ``time_limit_s`` bounds the
+    wall time of the call (as does a deadline of :mod:`memmap.limits`, when one is set); the
+    solver stops :func:`verify_reserve_s` before it. ``given``: verified plans of other solvers
+    on the same problem (the ILP starts from them instead of running the baselines again).
+    Raises :class:`memmap.limits.TimeLimitReached` when the deadline passes before the solver
+    has a plan."""
     if workers < 1:
         raise BadInputError(f"workers must be >= 1, got {workers}")
     try:
@@ -106,14 +148,18 @@ def run_solver(problem: Problem, name: str, *, seed: int = 0, time_limit_s: floa
         raise BadInputError(f"unknown solver {name!r}; available: {', '.join(sorted(SOLVERS))}, best") from None
     t0 = time.perf_counter()
     extra = {"options": solver_options[name]} if solver_options and name in solver_options else {}
-    plan = fn(problem, seed=seed, time_limit_s=time_limit_s, workers=workers, progress=progress, **extra)
-    if prefetch:
-        plan = hoist_prefetches(plan)
-    plan.solve_time_s = time.perf_counter() - t0
-    result = verify_plan(plan)
-    if not result.ok:
-        raise SolverFailed(f"solver {name!r} produced an invalid plan: {result.reason}")
-    plan.metrics = simulate(plan)
+    with limits.time_limit(time_limit_s):
+        with limits.time_limit(at=limits.deadline() - verify_reserve_s(problem)):
+            limits.checkpoint(f"{name} (no time left to start it)")
+            plan = fn(problem, seed=seed, time_limit_s=time_limit_s, workers=workers, progress=progress,
+                      given=given, **extra)
+        if prefetch:
+            plan = hoist_prefetches(plan)
+        plan.solve_time_s = time.perf_counter() - t0
+        result = verify_plan(plan)
+        if not result.ok:
+            raise SolverFailed(f"solver {name!r} produced an invalid plan: {result.reason}")
+        plan.metrics = simulate(plan)
     return plan
 
 
@@ -123,16 +169,24 @@ def optimize(graph: Graph, *, target: str | Target | None = None, scratchpad: st
              solver_options: dict | None = None) -> Plan:
     """Plan ``graph`` for a target: schedule, scratchpad offsets, spills/reloads/prefetches.
 
-    ``solver="best"`` runs every registered solver and keeps the best verified plan (strict:
-    fewest non-compulsory bytes, then modelled time; tiered: modelled time first); the
-    comparison is in ``plan.info["comparison"]``. ``workers``: CP-SAT threads (same seed and
-    workers give the same plan). Raises :class:`InfeasibleError` (strict mode
-    below M_R) and :class:`BadInputError` for bad options.
+    ``time_limit_s`` bounds the wall time of the whole call (and a deadline of
+    :mod:`memmap.limits`, when one is set, too: the CLI sets one for the whole command).
+    ``solver="best"`` runs the baselines, then ``rl`` with its share of the limit
+    (:data:`RL_SHARE`), then the ILP with the rest (starting from the baselines' plans), and
+    keeps the best verified plan (strict: fewest non-compulsory bytes, then modelled time;
+    tiered: modelled time first; ties: the registry's order); the comparison is in
+    ``plan.info["comparison"]``. At the deadline the best verified plan so far is returned;
+    with none, :class:`SolverTimeoutError` (exit 4). ``workers``: CP-SAT threads (same seed
+    and workers give the same plan when no deadline cuts a search). Raises
+    :class:`InfeasibleError` (strict mode below M_R) and :class:`BadInputError` for bad
+    options.
     """
     if mode not in MODES:
         raise BadInputError(f"invalid mode {mode!r}; expected one of {', '.join(MODES)}")
     if workers < 1:
         raise BadInputError(f"--workers must be >= 1, got {workers}")
+    if not time_limit_s > 0:
+        raise BadInputError(f"time limit must be positive, got {time_limit_s}")
     tgt = make_target(target, scratchpad)
     problem = Problem(graph, tgt, mode, activations_only)
     problem.check_feasible()
@@ -141,19 +195,33 @@ def optimize(graph: Graph, *, target: str | Target | None = None, scratchpad: st
         raise BadInputError(f"unknown solver {solver!r}; available: {', '.join(sorted(SOLVERS))}, best")
     plans: list[Plan] = []
     failures: dict[str, str] = {}
-    for name in names:
-        if progress:
-            progress(f"solving with {name}")
-        try:
-            plans.append(run_solver(problem, name, seed=seed, time_limit_s=time_limit_s, workers=workers,
-                                    progress=progress, solver_options=solver_options))
-        except InfeasibleError:
-            raise
-        except MemmapError as e:
-            if solver != "best":
+    timed_out = False
+    shares = _time_shares(names, mode, time_limit_s)
+    with limits.time_limit(time_limit_s):
+        for name in _run_order(names):
+            if progress:
+                progress(f"solving with {name}")
+            try:
+                plans.append(run_solver(problem, name, seed=seed, time_limit_s=shares.get(name, time_limit_s),
+                                        workers=workers, progress=progress, solver_options=solver_options,
+                                        given=tuple(plans)))
+            except InfeasibleError:
                 raise
-            failures[name] = str(e)
+            except MemmapError as e:
+                if solver != "best":
+                    raise
+                failures[name] = str(e)
+                timed_out = timed_out or isinstance(e, SolverTimeoutError)
+                if timed_out and limits.expired():
+                    break          # no time left for the others
+    ran = {p.solver for p in plans} | set(failures)
+    for name in names:
+        if name not in ran:
+            failures[name] = "not run: time limit reached"
     if not plans:
+        if timed_out:
+            raise SolverTimeoutError(f"time limit of {time_limit_s:g} s reached before any solver had "
+                                     f"a plan ({'; '.join(f'{k}: {v}' for k, v in failures.items())})")
         raise SolverFailed("no solver produced a valid plan: " + "; ".join(f"{k}: {v}" for k, v in failures.items()))
     key = _ranking_key(mode)
     best = min(plans, key=lambda p: (key(p.metrics), names.index(p.solver)))
@@ -167,21 +235,20 @@ def optimize(graph: Graph, *, target: str | Target | None = None, scratchpad: st
     return best
 
 
+OUTPUT_NAMES = ("plan.json", "report.md", "timeline.png")
+
+
 def check_output_dir(outdir: Path, inputs: list[Path]) -> None:
-    """Refuse an OUTDIR that is (or would overwrite) one of the inputs."""
+    """Refuse an OUTDIR that is an input, or in which plan.json, report.md or timeline.png is
+    an input file (same file: also a hard or symbolic link to it, :func:`memmap.limits.refuse_overwrite`)."""
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise BadInputError(f"{outdir}: exists and is not a directory")
     for src in inputs:
-        try:
-            src_r = Path(src).resolve()
-        except OSError:
-            continue
-        if outdir.resolve() == src_r:
+        if outdir.exists() and Path(src).exists() and os.path.samefile(outdir, src):
             raise BadInputError(f"{outdir}: the output directory is the input; choose another -o")
-        for name in ("plan.json", "report.md", "timeline.png"):
-            if (outdir / name).resolve() == src_r:
-                raise BadInputError(f"{outdir / name}: writing there would overwrite the input; choose another -o")
+    limits.refuse_overwrite([outdir / name for name in OUTPUT_NAMES], inputs)
 
 
-__all__ = ["is_torch_program", "load_graph", "make_target", "optimize", "run_solver", "check_output_dir", "SolverFailed"]
+__all__ = ["is_torch_program", "load_graph", "make_target", "optimize", "run_solver", "check_output_dir",
+           "SolverFailed", "verify_reserve_s", "output_reserve_s"]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from memmap import limits
 from memmap.problem import Problem
 
 
@@ -116,6 +117,7 @@ def _greedy(problem: Problem, rank: Sequence[int], variant: str, rng: np.random.
         return (net + step_peak // 2, noise, rank[o])   # "mixed"
 
     while ready:
+        limits.checkpoint("list scheduling")
         best = min(ready, key=score)
         ready.remove(best)
         order.append(best)

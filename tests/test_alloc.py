@@ -11,7 +11,7 @@ import pytest
 
 from memmap.errors import BadInputError
 from memmap.ilp import alloc as alloc_mod
-from memmap.ilp.alloc import (AllocProblem, _branch_and_bound, _cpsat, _Ordering, _sections,
+from memmap.ilp.alloc import (AllocProblem, _branch_and_bound, _cpsat, _Ordering, _sections, _Space,
                               check_alloc, pack_buffers, peak_live, read_minimalloc_csv,
                               solve_alloc)
 from memmap.ilp.alloc_cli import capacity_from_name, main
@@ -26,13 +26,14 @@ def _csv(tmp_path: Path, text: str, name: str = "p.csv") -> Path:
 
 
 def _exact(p: AllocProblem, capacity: int):
-    """Run the branch and bound alone (no greedy shortcut); sizes are used unscaled."""
+    """Run the branch and bound alone (no greedy shortcut); sizes are used unscaled. Returns
+    ``(offsets | None, proved infeasible, nodes)``."""
     s0, s1, n_sections = _sections(p.lower, p.upper)
     width = [u - lo for lo, u in zip(p.lower, p.upper)]
     import time
     t0 = time.perf_counter()
     return _branch_and_bound(s0, s1, width, list(p.size_bytes), n_sections, capacity,
-                             t0 + 20, None, t0)
+                             t0 + 20, None, t0)[:3]
 
 
 # A zero-waste instance: at every step the live buffers tile [0, 4) exactly.
@@ -231,7 +232,8 @@ def test_compiled_kernel_matches_the_interpreted_one():
             for kernel in (compiled, compiled.py_func):
                 alloc_mod._search_kernel = kernel
                 try:
-                    o = _Ordering(s0, s1, width, list(p.size_bytes), n_sections, cap, heuristic)
+                    space = _Space(s0, s1, width, list(p.size_bytes), n_sections, cap)
+                    o = _Ordering(space, heuristic)
                     status = o.advance(10_000)
                 finally:
                     alloc_mod._search_kernel = compiled

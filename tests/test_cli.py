@@ -31,7 +31,7 @@ def one_line_error(err):
 def test_optimize_writes_outputs_and_json(tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, err = run(["optimize", EXAMPLE, "--scratchpad", "14MiB", "-o", out, "--json",
-                             "--time-limit", "5"], capsys)
+                             "--time-limit", "20"], capsys)
     assert code == 0, err
     d = json.loads(stdout)
     for k in ("solver", "status", "noncompulsory_bytes", "compulsory_bytes", "peak_scratchpad_bytes",

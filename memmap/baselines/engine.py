@@ -37,6 +37,7 @@ import dataclasses
 import math
 from collections import defaultdict
 
+from memmap import limits
 from memmap.baselines.space import Space
 from memmap.plan import Plan, Residency, Transfer
 from memmap.problem import Problem
@@ -188,6 +189,7 @@ def run_engine(problem: Problem, schedule, *, solver: str, bookings=(), info=Non
         return (nr, not dirty, asz[u], -u)
 
     for t, o in enumerate(schedule):
+        limits.checkpoint("the baseline's replacement")
         op = g.ops[o]
         req = problem.op_values[o]
         pinned = set(req)

@@ -28,6 +28,7 @@ import bisect
 import math
 from collections import defaultdict
 
+from memmap import limits
 from memmap.plan import Plan, Residency, Transfer
 from memmap.problem import Problem
 from memmap.scheduling import inplace_links
@@ -102,6 +103,7 @@ def _replace_by_bytes(problem: Problem, schedule, cap: int):
         live -= asz[vi]
 
     for t, o in enumerate(schedule):
+        limits.checkpoint("the baseline's replacement")
         req = problem.op_values[o]
         pinned = set(req)
         pairs = problem.inplace_pairs[o]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from memmap import limits
 from memmap.baselines.engine import Booking, run_engine
 from memmap.cost import memory_boundedness
 from memmap.plan import Plan
@@ -57,6 +58,7 @@ def plan_reservations(problem: Problem, schedule) -> list[Booking]:
     b_end: list[int] = []
     out: list[Booking] = []
     for v in order:
+        limits.checkpoint("the msa baseline")
         a, b = lr[v]
         if not strict and prio.get(v, 0.0) <= 0.0:
             continue
