@@ -27,8 +27,13 @@ Method (docs/alloc.md proves each step)
    node (hatless pruning); identical buffers are placed in index order; failed states are
    remembered. Three preordering heuristics run round robin with a doubling node budget.
    The search is one iterative kernel over int64 arrays, compiled with numba when installed.
-5. If the time budget is not yet spent, CP-SAT ``add_no_overlap_2d`` over (time, address) with
-   the greedy offsets as a hint.
+5. If the time budget is not yet spent and there are at most ``CPSAT_MAX_BUFFERS`` buffers,
+   CP-SAT ``add_no_overlap_2d`` over (time, address) with the greedy offsets as a hint.
+
+Limits: the deadline of :mod:`memmap.limits` cuts every step (the greedy between chunks of
+buffers, the branch and bound every few milliseconds, CP-SAT through its time limit), Ctrl-C
+too, and the branch and bound's arrays stay within ``max_memory_bytes`` (docs/alloc.md,
+"Limits").
 
 ``solve_alloc`` is deterministic for a given seed and worker count whenever it finishes before
 its time limit: the branch and bound is single-threaded and budgeted in nodes, not seconds.
@@ -275,9 +280,10 @@ _ORDER_ROOM_MAX = 1 << 22                  # entries of the part-order stack (32
 _WORK_CHUNK = 1 << 22
 # default memory budget of the branch and bound's arrays (docs/alloc.md, "Limits")
 SEARCH_MEMORY_BYTES = 2 << 30
-# CP-SAT's no_overlap_2d runs on at most this many buffers (its model and presolve grow with the
-# pairs of buffers; on 27k buffers it ... )
-CPSAT_MAX_BUFFERS = 10_000
+# CP-SAT's no_overlap_2d runs on at most this many buffers: its memory grows with the buffers'
+# overlaps, and on large traces it finds nothing in the time left (27k buffers at peak live
+# bytes: 2.9 GB and no answer in 20 s; the challenging files, 154-454 buffers, need it least)
+CPSAT_MAX_BUFFERS = 5_000
 # kernel status codes (_GROW: the undo trail needs more room before the next placement)
 _BUDGET, _SOLVED, _INFEASIBLE, _GROW = 0, 1, 2, 3
 # kernel modes (what the loop does next)
@@ -748,6 +754,7 @@ class _Space:
         need = n + int(sum(k * (k - 1) // 2 for k in root_sizes.tolist()))
         room = max(1, min(need, max(_ORDER_ROOM_MAX, n)))
         base, with_ov = _search_bytes(n, n_sections, live, pairs, room)
+        self.bytes_needed = (base, with_ov)        # estimates, without and with overlap lists
         self.max_bytes = max_bytes
         if max_bytes is not None and base > max_bytes:
             raise MemoryError(f"the search needs about {base / 2**20:.0f} MiB (live lists of "

@@ -96,10 +96,10 @@ def _run(argv: list[str]) -> int:
             raise BadInputError(f"{args.input}: no --capacity given and none in the file name "
                                 f"(expected NAME.<bytes>.csv, e.g. A.1048576.csv)")
     with limits.command_time_limit(args.time_limit):
-        return _placed(args)
+        return _placed(args, capacity)
 
 
-def _placed(args) -> int:
+def _placed(args, capacity: int) -> int:
     max_memory = parse_size(args.max_memory)
     if args.output is not None and args.output != "-":
         limits.refuse_overwrite([args.output], [args.input])
@@ -137,9 +137,15 @@ def _placed(args) -> int:
         why = res.culprits[0] if res.culprits else "no placement fits"
         print(f"memmap alloc: infeasible: {why}", file=sys.stderr)
         code = EXIT_INFEASIBLE
+    elif "memory budget" in res.method:
+        print(f"memmap alloc: the memory budget ({args.max_memory}) ended the search without a "
+              f"placement ({res.method}, {res.nodes:,} nodes); try a larger --max-memory",
+              file=sys.stderr)
+        code = EXIT_TIMEOUT
     else:
         print(f"memmap alloc: time limit {args.time_limit:g} s reached without a placement "
-              f"({res.nodes:,} nodes searched); try a longer --time-limit", file=sys.stderr)
+              f"({res.method}, {res.nodes:,} nodes searched); try a longer --time-limit",
+              file=sys.stderr)
         code = EXIT_TIMEOUT
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -2,7 +2,7 @@
 
 Exit codes (documented in docs/cli.md): 0 success, 1 internal error, 2 bad input (missing,
 unreadable or malformed file, bad size or flag), 3 infeasible, 4 time limit reached without an
-answer.
+answer, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_INFEASIBLE = 3
 EXIT_TIMEOUT = 4
+EXIT_INTERRUPTED = 130
 
 
 class MemmapError(Exception):

@@ -40,15 +40,14 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from memmap.errors import EXIT_TIMEOUT, BadInputError, SolverTimeoutError
+from memmap.errors import EXIT_INTERRUPTED, EXIT_TIMEOUT, BadInputError, SolverTimeoutError
 
 __all__ = ["TimeLimitReached", "parse_seconds", "time_limit", "command_time_limit",
            "start_command", "command_start", "deadline", "remaining_s", "expired", "cap_s",
            "check", "checkpoint", "interrupted", "solve_cpsat", "watch", "process_age_s",
            "hard_margin_s", "answered", "OutputFiles", "write_text_atomic", "refuse_overwrite",
-           "INTERRUPT_GRACE_S", "EXIT_INTERRUPTED"]
+           "INTERRUPT_GRACE_S"]
 
-EXIT_INTERRUPTED = 130
 # seconds between a Ctrl-C and the watchdog's hard exit when the main thread has not ended
 INTERRUPT_GRACE_S = 1.5
 # the watchdog ends a command still running HARD_MARGIN_S + HARD_MARGIN_SHARE x its time limit
@@ -353,8 +352,20 @@ def _hard_exit(code: int, message: str) -> None:
         return
     _remove_temps()
     with contextlib.suppress(OSError):
-        os.write(2, (message + "\n").encode())
+        os.write(2, (_erase_status_line() + message + "\n").encode())
     os._exit(code)
+
+
+def _erase_status_line() -> str:
+    """The escape sequence that erases rich's status line where one is drawn (a terminal, or
+    a console rich treats as one), else nothing: the main thread, which would have stopped
+    it, is not reachable."""
+    try:
+        from rich.console import Console
+
+        return "\r\x1b[2K" if Console(stderr=True).is_terminal else ""
+    except Exception:  # noqa: BLE001 - best effort only
+        return ""
 
 
 @contextlib.contextmanager

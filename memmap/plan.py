@@ -105,9 +105,13 @@ class Plan:
         }
 
     def to_json(self, path: str | Path | None = None, *, indent: int | None = None) -> str:
+        """The plan as JSON; with ``path``, also written there (atomically: a temporary file in
+        the same folder renamed into place, :func:`memmap.limits.write_text_atomic`)."""
         text = json.dumps(self.to_dict(), indent=indent, sort_keys=False)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            from memmap.limits import write_text_atomic
+
+            write_text_atomic(path, text + "\n")
         return text
 
     @classmethod

@@ -11,8 +11,8 @@ import pytest
 
 from memmap.errors import BadInputError
 from memmap.ilp import alloc as alloc_mod
-from memmap.ilp.alloc import (AllocProblem, _branch_and_bound, _cpsat, _Ordering, _sections, _Space,
-                              check_alloc, pack_buffers, peak_live, read_minimalloc_csv,
+from memmap.ilp.alloc import (AllocProblem, _branch_and_bound, _cpsat, _Ordering, _sections,
+                              _Space, check_alloc, pack_buffers, peak_live, read_minimalloc_csv,
                               solve_alloc)
 from memmap.ilp.alloc_cli import capacity_from_name, main
 
@@ -335,3 +335,98 @@ def test_challenging_benchmarks_end_to_end(tmp_path, name):
     rows = out.read_text().splitlines()[1:]
     offsets = [int(r.split(",")[-1]) for r in rows]
     assert check_alloc(problem, 1048576, offsets) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded time and memory (docs/alloc.md, "Limits")
+
+def _pairwise_errors(p: AllocProblem, offsets) -> int:
+    """Brute force: the number of time- and address-overlapping pairs."""
+    bad = 0
+    for i in range(p.n):
+        for j in range(i + 1, p.n):
+            if (p.size_bytes[i] and p.size_bytes[j] and p.lower[i] < p.upper[j]
+                    and p.lower[j] < p.upper[i] and offsets[i] < offsets[j] + p.size_bytes[j]
+                    and offsets[j] < offsets[i] + p.size_bytes[i]):
+                bad += 1
+    return bad
+
+
+def test_sweep_checker_agrees_with_the_pairwise_definition():
+    """``check_alloc`` (a sweep, O(n log n) in memory O(n)) reports an overlap exactly when
+    some pair overlaps, on random placements, valid or not."""
+    rng = random.Random(21)
+    for _ in range(300):
+        p = _random_instance(rng, rng.randint(2, 14))
+        offsets = [rng.randint(0, 12) for _ in range(p.n)]
+        errors = check_alloc(p, 100, offsets)
+        assert (errors == []) == (_pairwise_errors(p, offsets) == 0), (p, offsets, errors)
+
+
+def test_search_without_overlap_lists_takes_the_same_path():
+    """Past the memory budget of the pairwise overlap lists the search walks the sections' live
+    lists instead: same status, nodes and offsets."""
+    rng = random.Random(17)
+    for _ in range(10):
+        p = _random_instance(rng, rng.randint(8, 14))
+        cap = peak_live(p)[0]
+        s0, s1, n_sections = _sections(p.lower, p.upper)
+        width = [u - lo for lo, u in zip(p.lower, p.upper)]
+        runs = []
+        base, _ = _Space(s0, s1, width, list(p.size_bytes), n_sections, cap).bytes_needed
+        for max_bytes in (None, base):       # room for everything / for all but the pair lists
+            space = _Space(s0, s1, width, list(p.size_bytes), n_sections, cap, max_bytes=max_bytes)
+            o = _Ordering(space, "TWA")
+            runs.append((o.advance(10_000), o.nodes, o.offsets(), space.use_ov))
+        assert runs[0][:3] == runs[1][:3] and runs[0][3] and not runs[1][3]
+
+
+def test_pausing_the_kernel_changes_nothing():
+    """The kernel stops every few loop iterations (the driver checks the deadline and Ctrl-C
+    there) and resumes exactly: same nodes and offsets as one uninterrupted run."""
+    rng = random.Random(29)
+    for _ in range(8):
+        p = _random_instance(rng, rng.randint(10, 14))
+        cap = peak_live(p)[0]
+        s0, s1, n_sections = _sections(p.lower, p.upper)
+        width = [u - lo for lo, u in zip(p.lower, p.upper)]
+        whole = _Ordering(_Space(s0, s1, width, list(p.size_bytes), n_sections, cap), "TWA")
+        status = whole.advance(5_000)
+        paused = _Ordering(_Space(s0, s1, width, list(p.size_bytes), n_sections, cap), "TWA")
+        calls = 0
+        while True:
+            st = paused.advance(5_000, work_limit=7)
+            calls += 1
+            if st != alloc_mod._BUDGET or paused.run_nodes >= 5_000:
+                break
+        assert (st, paused.nodes, paused.offsets()) == (status, whole.nodes, whole.offsets())
+        assert calls > 1
+
+
+def test_memory_budget_stops_the_search_cleanly():
+    p = AllocProblem.from_lists([0, 0, 1, 2, 0, 3], [2, 1, 3, 4, 3, 4], [2, 1, 1, 1, 1, 2])
+    s0, s1, n_sections = _sections(p.lower, p.upper)
+    width = [u - lo for lo, u in zip(p.lower, p.upper)]
+    import time
+    t0 = time.perf_counter()
+    sol, infeasible, nodes, stopped = _branch_and_bound(s0, s1, width, list(p.size_bytes),
+                                                        n_sections, 4, t0 + 10, None, t0, max_bytes=1)
+    assert (sol, infeasible, nodes, stopped) == (None, False, 0, "memory budget")
+
+
+def test_greedy_kernel_matches_the_reference():
+    """The compiled best fit (live lists, neighbours sorted by offset) places every buffer where
+    the quadratic numpy reference does, in every order."""
+    import numpy as np
+
+    from memmap import static_alloc
+
+    rng = random.Random(8)
+    for n in (600, 1500):
+        lo = [rng.randint(0, n) for _ in range(n)]
+        hi = [x + (rng.randint(0, 5) if rng.random() < 0.8 else rng.randint(0, n)) for x in lo]
+        sz = [64 * rng.choice([1, 1, 2, rng.randint(1, 50)]) for _ in range(n)]
+        for order in ("size", "area", "length"):
+            got = static_alloc.greedy_allocate(lo, hi, sz, orders=(order,))
+            ref = static_alloc._greedy_allocate_numpy(np.array(lo), np.array(hi), np.array(sz), (order,))
+            assert got[1] == ref[1] and got[0].tolist() == ref[0].tolist()
