@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from memmap.ilp.alloc import AllocProblem, peak_live
+
 __all__ = ["random_trace", "program_trace", "write_trace"]
 
 
@@ -72,14 +74,6 @@ def program_trace(workload: str, repeats: int) -> tuple[np.ndarray, np.ndarray, 
     return np.concatenate(lo)[keep], np.concatenate(hi)[keep], np.concatenate(sz)[keep]
 
 
-def peak_live_bytes(lower: np.ndarray, upper: np.ndarray, size: np.ndarray) -> int:
-    """Largest total size of the buffers live at one step."""
-    t = np.concatenate([lower, upper])
-    d = np.concatenate([size, -size])
-    order = np.lexsort((d, t))            # at one step, ends (negative) before starts
-    return int(np.cumsum(d[order]).max())
-
-
 def write_trace(path: Path, lower, upper, size) -> Path:
     """Write ``id,lower,upper,size`` to ``path``."""
     lines = ["id,lower,upper,size"]
@@ -109,7 +103,7 @@ def main() -> None:
         if name not in only:
             continue
         lower, upper, size = make()
-        cap = peak_live_bytes(lower, upper, size)
+        cap = peak_live(AllocProblem.from_lists(lower.tolist(), upper.tolist(), size.tolist()))[0]
         p = write_trace(out / f"{name}.{cap}.csv", lower, upper, size)
         print(f"{p}: {len(size)} buffers, {int(upper.max())} steps, capacity {cap}")
 

@@ -693,8 +693,8 @@ def _solve_ilp(problem: Problem, opts: IlpOptions, hint, hint_schedules, progres
             cost, name, sched, inst, start = entry[-6], entry[-4], entry[-3], entry[-2], entry[-1]
             if name not in done and start is not None:
                 res = ScheduleResult(origin=name, schedule=sched, assignment=start, status="FEASIBLE",
-                                     objective=cost, method="starting solution (not searched: time limit)",
-                                     stopped_by="wall limit")
+                                     objective=cost if strict else None, stopped_by="wall limit",
+                                     method="starting solution (not searched: time limit)")
                 st.results.append(res)
                 st.final.append((decode(inst, start), res))
     return _choose(problem, opts, plans, st, t0, seed, workers, deterministic)
@@ -832,7 +832,8 @@ def _search(problem: Problem, opts: IlpOptions, plans: list[Plan], uniq, seen: s
                 res.proven = res.bound >= res.objective
         if res.assignment is None and start is not None:
             # the search ended (deadline) without a solution: its start is still a plan
-            res.assignment, res.objective = start, start_cost
+            res.assignment = start
+            res.objective = start_cost if strict else None     # tiered: not in the model's unit
             res.method = f"{res.method} (no solution in time: starting solution kept)"
         results.append(res)
         say(f"ilp: schedule {name!r}: {res.status}, objective {res.objective}, bound {res.bound}")

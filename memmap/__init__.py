@@ -10,7 +10,11 @@ the scratchpad at which offset and when, and which are spilled, reloaded or pref
     True
 """
 
-from memmap.budgets import Budgets, compute_budgets
+from memmap import limits as _limits
+
+_limits.exit_on_early_sigint()      # the memmap command only: Ctrl-C while it imports itself
+
+from memmap.budgets import Budgets, compute_budgets  # noqa: E402
 from memmap.cost import simulate
 from memmap.errors import BadInputError, InfeasibleError, MemmapError, PlanError, SolverTimeoutError
 from memmap.ir import Graph, GraphBuilder, from_jax, from_torch, import_hlo, import_pt2

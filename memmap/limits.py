@@ -1,4 +1,5 @@
-"""Wall-clock limits, Ctrl-C and atomic output files (docs/cli.md, "Time limits and Ctrl-C").
+"""Wall-clock limits, Ctrl-C and atomic output files (docs/cli.md, "Time limits, memory and
+Ctrl-C").
 
 Glossary
 --------
@@ -34,6 +35,7 @@ import math
 import os
 import select
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -44,7 +46,7 @@ from memmap.errors import EXIT_INTERRUPTED, EXIT_TIMEOUT, BadInputError, SolverT
 
 __all__ = ["TimeLimitReached", "parse_seconds", "time_limit", "command_time_limit",
            "start_command", "command_start", "deadline", "remaining_s", "expired", "cap_s",
-           "check", "checkpoint", "interrupted", "solve_cpsat", "watch", "process_age_s",
+           "check", "checkpoint", "solve_cpsat", "watch", "process_age_s",
            "hard_margin_s", "answered", "OutputFiles", "write_text_atomic", "refuse_overwrite",
            "INTERRUPT_GRACE_S"]
 
@@ -92,49 +94,6 @@ def parse_seconds(text: str) -> float:
     return value
 
 
-def start_command(*, from_process_start: bool) -> float:
-    """Note when the command started (``perf_counter`` time): the process's start when it runs
-    from a shell (its interpreter start and imports count in the time limit), now otherwise
-    (a test calling ``main([...])``)."""
-    global _command_start
-    _command_start = time.perf_counter() - (process_age_s() if from_process_start else 0.0)
-    return _command_start
-
-
-def command_start() -> float:
-    """When the command started (:func:`start_command`), or now when nobody said."""
-    return _command_start if _command_start is not None else time.perf_counter()
-
-
-def answered() -> None:
-    """The command has its answer (a verified plan or placement): from now on the watchdog's
-    time-limit net (exit 4, "without an answer") leaves it alone; writing the outputs is
-    bounded work, kept for by the solvers' earlier deadline."""
-    global _answered
-    _answered = True
-
-
-def hard_margin_s(seconds: float) -> float:
-    """How long after its deadline the watchdog lets a command run before ending it with exit 4
-    (a safety net; the solvers stop by themselves at the deadline)."""
-    return HARD_MARGIN_S + HARD_MARGIN_SHARE * seconds
-
-
-@contextlib.contextmanager
-def command_time_limit(seconds: float) -> Iterator[float]:
-    """The deadline of a whole command: ``seconds`` after :func:`command_start`; arms the
-    watchdog's safety net at :func:`hard_margin_s` after it. Yields the deadline."""
-    global _hard_deadline, _hard_message, _answered
-    at = command_start() + seconds
-    _answered = False
-    _hard_deadline = at + hard_margin_s(seconds)
-    _hard_message = f"memmap: error: time limit of {seconds:g} s reached without an answer"
-    try:
-        with time_limit(at=at) as d:
-            yield d
-    finally:
-        _hard_deadline = math.inf
-
 @contextlib.contextmanager
 def time_limit(seconds: float | None = None, *, at: float | None = None) -> Iterator[float]:
     """Narrow the deadline to ``seconds`` from now (or to ``at``, a ``perf_counter`` value) for
@@ -171,22 +130,18 @@ def cap_s(seconds: float, floor_s: float = 0.01) -> float:
     return max(floor_s, min(float(seconds), remaining_s()))
 
 
-def interrupted() -> bool:
-    return _interrupt.is_set()
+def start_command(*, from_process_start: bool) -> float:
+    """Note when the command started (``perf_counter`` time): the process's start when it runs
+    from a shell (its interpreter start and imports count in the time limit), now otherwise
+    (a test calling ``main([...])``)."""
+    global _command_start
+    _command_start = time.perf_counter() - (process_age_s() if from_process_start else 0.0)
+    return _command_start
 
 
-def check() -> None:
-    """Raise ``KeyboardInterrupt`` when Ctrl-C was pressed (call it in long loops)."""
-    if _interrupt.is_set():
-        raise KeyboardInterrupt
-
-
-def checkpoint(what: str = "the search") -> None:
-    """:func:`check`, then raise :class:`TimeLimitReached` once the deadline has passed (for
-    solvers that have nothing to return before they finish, such as the baselines)."""
-    check()
-    if time.perf_counter() >= _deadline:
-        raise TimeLimitReached(f"time limit reached during {what}")
+def command_start() -> float:
+    """When the command started (:func:`start_command`), or now when nobody said."""
+    return _command_start if _command_start is not None else time.perf_counter()
 
 
 def process_age_s() -> float:
@@ -201,6 +156,53 @@ def process_age_s() -> float:
         return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+def answered() -> None:
+    """The command has its answer (a verified plan or placement): from now on the watchdog's
+    time-limit net (exit 4, "without an answer") leaves it alone; writing the outputs is
+    bounded work, kept for by the solvers' earlier deadline."""
+    global _answered
+    _answered = True
+
+
+def hard_margin_s(seconds: float) -> float:
+    """How long after its deadline the watchdog lets a command run before ending it with exit 4
+    (a safety net; the solvers stop by themselves at the deadline)."""
+    return HARD_MARGIN_S + HARD_MARGIN_SHARE * seconds
+
+
+@contextlib.contextmanager
+def command_time_limit(seconds: float) -> Iterator[float]:
+    """The deadline of a whole command: ``seconds`` after :func:`command_start`; arms the
+    watchdog's safety net at :func:`hard_margin_s` after it. Yields the deadline."""
+    global _hard_deadline, _hard_message, _answered
+    at = command_start() + seconds
+    _answered = False
+    _hard_deadline = at + hard_margin_s(seconds)
+    _hard_message = f"memmap: error: time limit of {seconds:g} s reached without an answer"
+    try:
+        with time_limit(at=at) as d:
+            yield d
+    finally:
+        _hard_deadline = math.inf
+
+
+# ------------------------------------------------------------------------------------------
+# Ctrl-C
+
+def check() -> None:
+    """Raise ``KeyboardInterrupt`` when Ctrl-C was pressed (call it in long loops)."""
+    if _interrupt.is_set():
+        raise KeyboardInterrupt
+
+
+def checkpoint(what: str = "the search") -> None:
+    """:func:`check`, then raise :class:`TimeLimitReached` once the deadline has passed (for
+    solvers that have nothing to return before they finish, such as the baselines)."""
+    check()
+    if time.perf_counter() >= _deadline:
+        raise TimeLimitReached(f"time limit reached during {what}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -334,6 +336,28 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 # ------------------------------------------------------------------------------------------
 # the watchdog (CLI)
 
+def started_as_the_command() -> bool:
+    """Whether this process is the ``memmap`` command (its console script, or ``python -m
+    memmap``), judged from the interpreter's own arguments, not from a library's caller."""
+    argv = getattr(sys, "orig_argv", [])
+    cmd = argv[2] if len(argv) > 2 and argv[1] == "-m" else (argv[1] if len(argv) > 1 else "")
+    return cmd == "memmap" or (Path(cmd).name == "memmap" and not cmd.endswith(".py"))
+
+
+def exit_on_early_sigint() -> None:
+    """For the command only: until :func:`watch` takes over, Ctrl-C ends the process at once
+    with ``memmap: interrupted`` and exit 130 (it can only come while Python imports the
+    package, before anything is written). Called first thing by ``memmap/__init__.py``."""
+    if not started_as_the_command() or threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigint(signum, frame):
+        os.write(2, b"memmap: interrupted\n")
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
 def _remove_temps() -> None:
     with _lock:
         temps = list(_temps)
@@ -346,9 +370,9 @@ def _hard_exit(code: int, message: str) -> None:
     """End the process now: temporary outputs removed, one line on stderr. Waits (briefly) for
     a commit in progress so that outputs are all in place or none."""
     got = _commit.acquire(timeout=2.0)
-    if code != EXIT_INTERRUPTED and _answered:
+    if code != EXIT_INTERRUPTED and _answered:   # it got its answer meanwhile: let it finish
         if got:
-            _commit.release()           # the command has its answer: let it finish
+            _commit.release()
         return
     _remove_temps()
     with contextlib.suppress(OSError):
@@ -388,8 +412,8 @@ def watch() -> Iterator[None]:
         hard_at = math.inf                 # hard exit after a Ctrl-C
         while not stop.is_set():
             now = time.perf_counter()
-            timeout_at = _hard_deadline
-            ready, _, _ = select.select([r], [], [], max(0.0, min(hard_at - now, timeout_at - now, 0.5)))
+            wake = min(hard_at, math.inf if _answered else _hard_deadline)
+            ready, _, _ = select.select([r], [], [], min(max(0.0, wake - now), 0.5))
             if stop.is_set():
                 return
             if ready and signal.SIGINT in os.read(r, 64):
@@ -401,9 +425,8 @@ def watch() -> Iterator[None]:
             now = time.perf_counter()
             if now >= hard_at:
                 _hard_exit(EXIT_INTERRUPTED, "memmap: interrupted")
-            if now >= timeout_at and _hard_deadline == timeout_at:
+            if now >= _hard_deadline and not _answered:
                 _hard_exit(EXIT_TIMEOUT, _hard_message)
-                time.sleep(0.5)            # the outputs are committed: let the command finish
 
     old_handler = signal.signal(signal.SIGINT, on_sigint)
     old_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)

@@ -19,9 +19,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from benchmarks.large_traces import random_trace, write_trace
+from memmap.ilp.alloc import AllocProblem, peak_live
 from tests.helpers import residual_hlo_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,22 +105,11 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def _trace(path: Path, n: int, seed: int = 0) -> Path:
-    """A random MiniMalloc trace of ``n`` buffers (the shape of benchmarks/large_traces.py's:
-    most lifetimes short, 5% long), written with its peak live bytes as the capacity."""
-    rng = np.random.default_rng(seed)
-    lower = np.arange(n) + rng.integers(0, 2, size=n)
-    length = rng.geometric(0.25, size=n)
-    long = rng.random(n) < 0.05
-    length[long] = rng.integers(50, 2000, size=int(long.sum()))
-    upper = lower + length
-    size = (np.exp(rng.uniform(0, np.log(1 << 16), size=n)).astype(np.int64) + 1) * 64
-    t = np.concatenate([lower, upper])
-    d = np.concatenate([size, -size])
-    cap = int(np.cumsum(d[np.lexsort((d, t))]).max())
-    rows = "\n".join(f"{k},{a},{b},{z}" for k, (a, b, z) in enumerate(zip(lower, upper, size)))
-    out = path / f"trace.{cap}.csv"
-    out.write_text("id,lower,upper,size\n" + rows + "\n")
-    return out
+    """A random trace of ``n`` buffers (benchmarks/large_traces.py: most lifetimes short, 5%
+    long), written with its peak live bytes as the capacity, where the greedy fails."""
+    lower, upper, size = random_trace(n, seed=seed)
+    cap = peak_live(AllocProblem.from_lists(lower.tolist(), upper.tolist(), size.tolist()))[0]
+    return write_trace(path / f"trace.{cap}.csv", lower, upper, size)
 
 
 @pytest.fixture(scope="module")
