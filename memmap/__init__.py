@@ -10,11 +10,9 @@ the scratchpad at which offset and when, and which are spilled, reloaded or pref
     True
 """
 
-from memmap import limits as _limits
-
-_limits.exit_on_early_sigint()      # the memmap command only: Ctrl-C while it imports itself
-
-from memmap.budgets import Budgets, compute_budgets  # noqa: E402
+# first: in the memmap command only, Ctrl-C while it imports itself ends it cleanly (exit 130)
+from memmap import limits as _limits  # noqa: F401, I001
+from memmap.budgets import Budgets, compute_budgets
 from memmap.cost import simulate
 from memmap.errors import BadInputError, InfeasibleError, MemmapError, PlanError, SolverTimeoutError
 from memmap.ir import Graph, GraphBuilder, from_jax, from_torch, import_hlo, import_pt2

@@ -347,7 +347,8 @@ def started_as_the_command() -> bool:
 def exit_on_early_sigint() -> None:
     """For the command only: until :func:`watch` takes over, Ctrl-C ends the process at once
     with ``memmap: interrupted`` and exit 130 (it can only come while Python imports the
-    package, before anything is written). Called first thing by ``memmap/__init__.py``."""
+    package, before anything is written). Runs when this module is imported, which
+    ``memmap/__init__.py`` does first."""
     if not started_as_the_command() or threading.current_thread() is not threading.main_thread():
         return
 
@@ -443,3 +444,6 @@ def watch() -> Iterator[None]:
         os.close(w)
         thread.join(timeout=1.0)
         os.close(r)
+
+
+exit_on_early_sigint()

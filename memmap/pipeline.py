@@ -150,7 +150,6 @@ def run_solver(problem: Problem, name: str, *, seed: int = 0, time_limit_s: floa
     extra = {"options": solver_options[name]} if solver_options and name in solver_options else {}
     with limits.time_limit(time_limit_s):
         with limits.time_limit(at=limits.deadline() - verify_reserve_s(problem)):
-            limits.checkpoint(f"{name} (no time left to start it)")
             plan = fn(problem, seed=seed, time_limit_s=time_limit_s, workers=workers, progress=progress,
                       given=given, **extra)
         if prefetch:

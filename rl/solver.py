@@ -10,7 +10,8 @@ searches every move when ``B >= JAX_ALLOWANCE_S + moves * (SEARCH_MOVE_S + sims 
 else plays the network's prior without search when ``B >= JAX_ALLOWANCE_S + moves * PRIOR_MOVE_S``,
 else plays the greedy one-step policy without the network (no JAX at all). A wall-clock safety
 net finishes the episode at once (slow memory where legal, else the first candidate) past 85% of
-the limit, so the solver returns in time even on a machine far slower than the nominal costs.
+the limit or at the deadline of :mod:`memmap.limits` (the command's), whichever comes first, so
+the solver returns in time even on a machine far slower than the nominal costs.
 No Gumbel noise: the same input, options and seed give the same plan unless the safety net fires.
 """
 
@@ -18,12 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 
 import numpy as np
 from importlib import resources
 from pathlib import Path
 
+from memmap import limits
 from memmap.errors import BadInputError
 from memmap.plan import Plan
 from memmap.problem import Problem
@@ -123,6 +126,9 @@ def solve_rl(problem: Problem, *, seed: int = 0, time_limit_s: float | None = No
     sims = ck_sims if opts.simulations is None else opts.simulations
     inst = game.make_instance(problem, num_offsets=num_offsets)
     finish = None if time_limit_s is None else t0 + 0.85 * time_limit_s
+    if limits.remaining_s() < math.inf:       # and the command's deadline (memmap.limits)
+        end = time.monotonic() + limits.remaining_s()
+        finish = end if finish is None else min(finish, end)
     policy = plan_policy(inst.num_moves, sims, time_limit_s)
     if progress:
         progress(f"rl: {inst.num_moves} moves, policy {policy}" + (f", {sims} simulations each" if policy == "search" else ""))
