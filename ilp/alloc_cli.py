@@ -21,7 +21,7 @@ from memmap.errors import (EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, EXIT_TIMEOU
                            MemmapError)
 from memmap.ilp.alloc import (SEARCH_MEMORY_BYTES, AllocProblem, AllocResult, check_alloc,
                               read_minimalloc_csv, solve_alloc)
-from memmap.problem import format_bytes, parse_size
+from memmap.problem import parse_size
 
 __all__ = ["main", "capacity_from_name", "format_csv"]
 
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--time-limit", type=limits.parse_seconds, default=60.0, metavar="S",
                     help="wall-clock seconds for the whole command, from process start to the "
                     "written output (default 60; docs/cli.md)")
-    ap.add_argument("--max-memory", default=format_bytes(SEARCH_MEMORY_BYTES).replace(" ", ""),
+    ap.add_argument("--max-memory", default=f"{SEARCH_MEMORY_BYTES >> 30}GiB",
                     metavar="SIZE", help="memory budget of the exact search's arrays "
                     "(default %(default)s; docs/alloc.md)")
     ap.add_argument("--workers", type=int, default=2, help="CP-SAT workers (default 2)")

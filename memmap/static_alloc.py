@@ -158,6 +158,13 @@ def _best_fit_run(order, first, last, slo, shi, sz, live_ptr, live_idx, by_start
     return height
 
 
+def _orders(lo: np.ndarray, hi: np.ndarray, sz: np.ndarray) -> dict[str, np.ndarray]:
+    """The placement orders of :func:`greedy_allocate` (ties: the earlier start, then the index)."""
+    return {"size": np.lexsort((lo, -(hi - lo), -sz)),
+            "area": np.lexsort((lo, -sz, -(sz * (hi - lo + 1)))),
+            "length": np.lexsort((lo, -sz, -(hi - lo)))}
+
+
 def greedy_allocate(lower: Sequence[int], upper: Sequence[int], size: Sequence[int], *,
                     orders: Sequence[str] = ("size", "area", "length"),
                     same_offset: Sequence[tuple[int, int]] = ()) -> tuple[np.ndarray, int]:
@@ -195,11 +202,7 @@ def greedy_allocate(lower: Sequence[int], upper: Sequence[int], size: Sequence[i
     max_deg = int(overlap_counts(slo, shi, live_ptr, start_ptr).max()) + 1
     nb = np.zeros(max_deg, dtype=np.int64)
     nb_key = np.zeros(max_deg, dtype=np.int64)
-    keys = {
-        "size": np.lexsort((lo, -(hi - lo), -sz)),
-        "area": np.lexsort((lo, -sz, -(sz * (hi - lo + 1)))),
-        "length": np.lexsort((lo, -sz, -(hi - lo))),
-    }
+    keys = _orders(lo, hi, sz)
     best = None
     for name in orders:
         off = np.full(n, -1, dtype=np.int64)
@@ -218,11 +221,7 @@ def _greedy_allocate_numpy(lo, hi, sz, orders):
     """The reference implementation of :func:`greedy_allocate` (quadratic: for small inputs, and
     for sizes too large for the kernel's sort keys)."""
     n = len(sz)
-    keys = {
-        "size": np.lexsort((lo, -(hi - lo), -sz)),
-        "area": np.lexsort((lo, -sz, -(sz * (hi - lo + 1)))),
-        "length": np.lexsort((lo, -sz, -(hi - lo))),
-    }
+    keys = _orders(lo, hi, sz)
     best = None
     for name in orders:
         off = np.full(n, -1, dtype=np.int64)
