@@ -377,7 +377,10 @@ def _hard_exit(code: int, message: str) -> None:
         return
     _remove_temps()
     with contextlib.suppress(OSError):
-        os.write(2, (_erase_status_line() + message + "\n").encode())
+        erase = _erase_status_line()
+        err = os.dup(2)                  # the status line's thread may still draw: silence it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        os.write(err, (erase + message + "\n").encode())
     os._exit(code)
 
 

@@ -287,14 +287,15 @@ def _interrupted(run: Run, folder: Path) -> None:
     assert _leftovers(folder) == []
 
 
-@pytest.mark.parametrize("stage", [r"importing", r"solving with msa", r"ilp: schedule search",
-                                   r"ilp: (address-free|schedule ')"])
-def test_ctrl_c_while_optimizing(big_program, tmp_path, stage):
+@pytest.mark.parametrize("stage, solver", [(r"importing", "best"), (r"solving with msa", "best"),
+                                           (r"ilp: schedule search", "ilp"),
+                                           (r"ilp: (address-free|schedule ')", "ilp")])
+def test_ctrl_c_while_optimizing(big_program, tmp_path, stage, solver):
     out = tmp_path / "out"
     out.mkdir()
     (out / "plan.json").write_text("previous run")
     run = Run(["optimize", big_program, "--scratchpad", BIG_SCRATCHPAD, "--time-limit", "600",
-               "-o", out], tmp_path)
+               "--solver", solver, "-o", out], tmp_path)
     assert run.wait_for(stage), run.text()[-2000:]
     _interrupted(run, tmp_path)
     assert (out / "plan.json").read_text() == "previous run"
