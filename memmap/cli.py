@@ -235,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")   # keep XLA's C++ info logs off stderr
     # a shell command's time limit counts from the process's start (interpreter and imports)
     from_shell = argv is None
-    limits.start_command(from_process_start=from_shell)
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = build_parser()
     try:
@@ -244,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     handlers = {"optimize": cmd_optimize, "verify": cmd_verify, "budgets": cmd_budgets,
                 "cascade": cmd_cascade, "alloc": cmd_alloc}
-    code = _run(handlers[args.cmd], args, from_shell)
+    with limits.command(from_process_start=from_shell):
+        code = _run(handlers[args.cmd], args, from_shell)
     if from_shell:
         # the answer is out: end the process now. Python's own shutdown (XLA's client, CP-SAT,
         # numba) takes 1-1.5 s on a loaded machine, which would count past the time limit.

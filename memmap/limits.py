@@ -45,7 +45,7 @@ from pathlib import Path
 from memmap.errors import EXIT_INTERRUPTED, EXIT_TIMEOUT, BadInputError, SolverTimeoutError
 
 __all__ = ["TimeLimitReached", "parse_seconds", "time_limit", "command_time_limit",
-           "start_command", "command_start", "deadline", "remaining_s", "expired", "cap_s",
+           "command", "command_start", "deadline", "remaining_s", "expired", "cap_s",
            "check", "checkpoint", "solve_cpsat", "watch", "process_age_s",
            "hard_margin_s", "answered", "OutputFiles", "write_text_atomic", "refuse_overwrite",
            "INTERRUPT_GRACE_S"]
@@ -130,17 +130,22 @@ def cap_s(seconds: float, floor_s: float = 0.01) -> float:
     return max(floor_s, min(float(seconds), remaining_s()))
 
 
-def start_command(*, from_process_start: bool) -> float:
-    """Note when the command started (``perf_counter`` time): the process's start when it runs
-    from a shell (its interpreter start and imports count in the time limit), now otherwise
-    (a test calling ``main([...])``)."""
+@contextlib.contextmanager
+def command(*, from_process_start: bool) -> Iterator[float]:
+    """The block is one command; yields when it started (``perf_counter`` time): the process's
+    start when it runs from a shell (its interpreter start and imports count in the time
+    limit), now otherwise (a test calling ``main([...])``)."""
     global _command_start
+    old = _command_start
     _command_start = time.perf_counter() - (process_age_s() if from_process_start else 0.0)
-    return _command_start
+    try:
+        yield _command_start
+    finally:
+        _command_start = old
 
 
 def command_start() -> float:
-    """When the command started (:func:`start_command`), or now when nobody said."""
+    """When the current command started (:func:`command`), or now outside of one."""
     return _command_start if _command_start is not None else time.perf_counter()
 
 
