@@ -65,8 +65,9 @@ LARGE_SKIP_RATIO = 1.05
 # seconds per operator to hoist, verify and score one candidate plan in the final choice
 # (resnet50.train.after: 0.33 s for 1711 operators on the loaded 2-core machine)
 CHOOSE_S_PER_OP = 2.5e-4
-# the wall clock of one solve_ilp call is bounded by this multiple of its nominal budget (a
-# safety net for a very slow machine) and by the deadline of memmap.limits (the command's)
+# the wall clock of a solve_ilp call made without a deadline of memmap.limits is bounded by this
+# multiple of its nominal budget (a safety net for a very slow machine); under a deadline (the
+# command's, memmap.optimize's) that deadline bounds it
 WALL_SAFETY_FACTOR = 2.0
 
 
@@ -608,9 +609,9 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
     Args:
       problem: the problem (strict or tiered).
       time_limit_s: the nominal budget, split into deterministic budgets (so the plan depends
-        only on the inputs, seed and workers). The wall clock is bounded by
-        ``WALL_SAFETY_FACTOR`` x this and by the deadline of :mod:`memmap.limits` (the CLI sets
-        the command's): at the deadline the best plan so far is chosen (every candidate
+        only on the inputs, seed and workers). The wall clock is bounded by the deadline of
+        :mod:`memmap.limits` (the CLI sets the command's, :func:`memmap.optimize` the call's),
+        or without one by ``WALL_SAFETY_FACTOR`` x this: there the best plan so far is chosen (every candidate
         schedule not searched yet keeps its starting solution; the given plans stay
         candidates), and ``info["time_limit"]`` says where it cut.
       seed, workers: CP-SAT seed and worker threads (same seed + workers: same plan, see module
@@ -642,7 +643,10 @@ def solve_ilp(problem: Problem, *, time_limit_s: float = 60.0, seed: int = 0, wo
                       large_graph_ops=large_graph_ops, window_steps=window_steps,
                       schedule_search=schedule_search, search_share=search_share, search_keep=search_keep)
     problem.check_feasible()
-    with limits.time_limit(WALL_SAFETY_FACTOR * opts.time_limit_s):
+    # without a deadline (a direct call), a safety net; under one (a command, memmap.optimize),
+    # the time its caller allowed
+    alone = limits.deadline() == math.inf
+    with limits.time_limit(WALL_SAFETY_FACTOR * opts.time_limit_s if alone else None):
         return _solve_ilp(problem, opts, hint, hint_schedules, progress, start_plan)
 
 
