@@ -39,8 +39,9 @@ from .graph import Graph, GraphBuilder, GraphError
 from .hlo_proto import PRIMITIVE_TYPES, TUPLE_TYPE, parse_module_proto
 
 __all__ = ["HloImportError", "import_hlo", "import_hlo_text", "graph_from_module_proto",
+           "parse_hlo_text",
            "benchmark_import", "shape_leaves", "ALIAS_OPCODES", "CONTROL_FLOW_OPCODES",
-           "HLO_PROTO_INFO_KEY"]
+           "HLO_TEXT_INFO_KEY"]
 
 # Instructions that create no buffer and no operator (their values are their operands').
 ALIAS_OPCODES = frozenset({"bitcast", "get-tuple-element", "tuple", "opt-barrier"})
@@ -66,9 +67,9 @@ _PER_ELEMENT_CALLERS = frozenset({
     "reduce", "reduce-window", "scatter", "select-and-scatter", "sort", "map", "all-reduce",
     "all-reduce-start", "reduce-scatter"})
 
-# graph.info key of the imported module's serialized HloModuleProto (what memmap.emit_hlo
-# annotates; graph.info is not part of plan.json).
-HLO_PROTO_INFO_KEY = "hlo_module_proto"
+# graph.info key of the imported module's HLO text (what memmap.emit_hlo annotates;
+# graph.info is not part of plan.json).
+HLO_TEXT_INFO_KEY = "hlo_text"
 
 _STAGE_SUFFIX = {"after": "after_optimizations.txt", "before": "before_optimizations.txt"}
 
@@ -624,7 +625,9 @@ def _textual_topological_order(module, entry, op_insts, op_inputs: list[list[int
 # Public entry points
 
 
-def _parse(text: str, where: str, path: str | None):
+def parse_hlo_text(text: str, where: str, path: str | None = None):
+    """XLA's parser (``jaxlib._hlo.hlo_module_from_text``); a rejected module is an
+    :class:`HloImportError` whose one line starts with ``where``."""
     from jaxlib import _hlo
 
     try:
@@ -657,15 +660,10 @@ def import_hlo_text(text: str, *, where: str = "<string>", source: str = "<strin
                     path: str | None = None, name: str | None = None, xla_cost: bool = True,
                     info: dict | None = None) -> Graph:
     """Import HLO module text. ``where`` prefixes error messages (the file name)."""
-    module = _parse(text, where, path)
-    serialized = module.as_serialized_hlo_module_proto()
-    proto = parse_module_proto(serialized)
+    module = parse_hlo_text(text, where, path)
+    proto = parse_module_proto(module.as_serialized_hlo_module_proto())
     info = dict(info or {})
-    # Kept for memmap.emit_hlo (annotated HLO): the module as XLA parsed it, and whether the
-    # text elided large constants (XLA prints them as ``constant({...})``; emission then elides
-    # them too instead of printing the placeholder values the parser made up).
-    info[HLO_PROTO_INFO_KEY] = serialized
-    info["hlo_elided_constants"] = "constant({...})" in text
+    info[HLO_TEXT_INFO_KEY] = text   # for memmap.emit_hlo (annotated HLO)
     if xla_cost:
         info["xla_cost"], err = _xla_cost(module)
         if err:
