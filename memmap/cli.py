@@ -59,13 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parameters and constants stay off-chip (COSMA's activations-only setting)")
     o.add_argument("--checkpoint", help="rl solver: a memmap-train checkpoint (default: the shipped one)")
     o.add_argument("--simulations", type=int, help="rl solver: search simulations per move (0: no search)")
-    o.add_argument("-o", "--outdir", required=True, help="directory for plan.json, report.md, timeline.png")
+    o.add_argument("-o", "--outdir", required=True,
+                   help="directory for plan.json, annotated.hlo, report.md, timeline.png")
     o.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
     o.add_argument("--no-plot", action="store_true", help="skip timeline.png")
 
-    v = sub.add_parser("verify", help="re-check and re-score a plan")
+    v = sub.add_parser("verify", help="re-check and re-score a plan (plan.json, or annotated HLO alone)")
     _add_input(v)
-    v.add_argument("plan", help="plan.json written by memmap optimize")
+    v.add_argument("plan", nargs="?",
+                   help="plan.json written by memmap optimize; without it INPUT is an annotated.hlo")
     v.add_argument("--json", action="store_true")
 
     b = sub.add_parser("budgets", help="COSMA's budgets M_R, M_P, M_H")
@@ -114,9 +116,13 @@ def cmd_optimize(args) -> int:
                         solver=args.solver, time_limit_s=args.time_limit, seed=args.seed,
                         activations_only=args.activations_only, workers=args.workers, solver_options=solver_options,
                         progress=lambda msg: status.update(f"{msg} ({time.perf_counter() - t0:.1f} s)"))
+    from memmap.emit.hlo import emit_hlo
+
+    annotated = emit_hlo(graph, plan)   # before writing anything: it may refuse
     outdir.mkdir(parents=True, exist_ok=True)
     plan_path = outdir / "plan.json"
     plan.to_json(plan_path)
+    (outdir / "annotated.hlo").write_text(annotated)
     (outdir / "report.md").write_text(plan_report(plan, input_name=args.input))
     if not args.no_plot:
         from memmap.timeline import draw_timeline
@@ -128,6 +134,7 @@ def cmd_optimize(args) -> int:
                "noncompulsory_bytes": m["noncompulsory_bytes"], "compulsory_bytes": m["compulsory_bytes"],
                "peak_scratchpad_bytes": m["peak_scratchpad_bytes"], "modeled_time_s": m["modeled_time_s"],
                "solve_time_s": plan.solve_time_s, "plan_path": str(plan_path),
+               "annotated_hlo_path": str(outdir / "annotated.hlo"),
                "mode": plan.problem.mode, "capacity_bytes": plan.problem.target.capacity_bytes,
                "comparison": plan.info.get("comparison", [])}
         print(json.dumps(out))
@@ -143,9 +150,18 @@ def cmd_verify(args) -> int:
     from memmap.plan import Plan
     from memmap.verify import verify_plan
 
-    graph, _ = _read_input(args.input, args.stage, args.train)
-    plan = Plan.from_json(Path(args.plan))
-    result = verify_plan(plan, graph=graph)
+    if args.plan is None:   # INPUT is annotated HLO: the plan is read back from it
+        from memmap.emit.hlo_plan import import_plan
+
+        source = sys.stdin.read() if args.input == "-" else Path(args.input)
+        plan = import_plan(source)
+        result = verify_plan(plan)
+        plan_name = args.input
+    else:
+        plan_name = args.plan
+        graph, _ = _read_input(args.input, args.stage, args.train)
+        plan = Plan.from_json(Path(args.plan))
+        result = verify_plan(plan, graph=graph)
     metrics = simulate(plan) if result.ok else {}
     if args.json:
         print(json.dumps({"valid": result.ok, "errors": list(result.errors), "metrics": metrics}))
@@ -154,7 +170,7 @@ def cmd_verify(args) -> int:
               f"modelled {metrics['modeled_time_s'] * 1e3:.4f} ms")
     if not result.ok:
         if not args.json:
-            print(f"memmap: error: invalid plan {args.plan}: {result.reason}", file=sys.stderr)
+            print(f"memmap: error: invalid plan {plan_name}: {result.reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 

@@ -179,7 +179,7 @@ def check_output_dir(outdir: Path, inputs: list[Path]) -> None:
             continue
         if outdir.resolve() == src_r:
             raise BadInputError(f"{outdir}: the output directory is the input; choose another -o")
-        for name in ("plan.json", "report.md", "timeline.png"):
+        for name in ("plan.json", "annotated.hlo", "report.md", "timeline.png"):
             if (outdir / name).resolve() == src_r:
                 raise BadInputError(f"{outdir / name}: writing there would overwrite the input; choose another -o")
 
