@@ -113,9 +113,10 @@ def elides_constants(text: str) -> bool:
     return "constant({...})" in text
 
 
-def print_module(proto, *, elide_large_constants: bool = False) -> str:
-    """HLO text of a (subset-decoded) module proto, printed by XLA, then re-parsed by XLA's parser
-    and its schedule verified (``HloSchedule.verify()``); an internal error if either refuses."""
+def print_module(proto, *, elide_large_constants: bool = False, check: bool = True) -> str:
+    """HLO text of a (subset-decoded) module proto, printed by XLA; with ``check``, re-parsed by
+    XLA's parser and its schedule verified (``HloSchedule.verify()``): an internal error if
+    either refuses."""
     from jaxlib import _hlo
 
     try:
@@ -123,9 +124,10 @@ def print_module(proto, *, elide_large_constants: bool = False) -> str:
         opts = _hlo.HloPrintOptions()
         opts.print_large_constants = not elide_large_constants
         text = module.to_string(opts)
-        check = _hlo.hlo_module_from_text(text)
-        if proto.schedule.sequences:
-            check.schedule().verify()
+        if check:
+            reparsed = _hlo.hlo_module_from_text(text)
+            if proto.schedule.sequences:
+                reparsed.schedule().verify()
     except Exception as e:  # noqa: BLE001 - XLA's errors are RuntimeErrors with long texts
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MemmapError(f"XLA rejected the annotated module (a memmap bug): {first}") from None
@@ -229,7 +231,18 @@ class _Annotator:
         # Filled while annotating.
         self.res_ref: dict[tuple[int, int], tuple[int, tuple[int, ...]]] = {}
         self.spill_ref: dict[int, tuple[int, tuple[int, ...]]] = {}
+        # (instruction, shape index) -> an instruction denoting that (sub)buffer: the module's own
+        # get-tuple-element chains first, then memmap's.
         self.leaf_refs: dict[tuple[int, tuple[int, ...]], int] = {}
+        path: dict[int, tuple[int, tuple[int, ...]]] = {}
+        for iid in self.original_order:
+            inst = self.insts[iid]
+            if inst.opcode == "get-tuple-element":
+                src = inst.operand_ids[0]
+                base, index = path.get(src, (src, ()))
+                path[iid] = (base, index + (inst.tuple_index,))
+                if self.insts[base].opcode not in ALIAS_OPCODES:
+                    self.leaf_refs.setdefault(path[iid], iid)
         self.mat_cache: dict[tuple, int] = {}
         self.new_ids: list[int] = []
         self.before: dict[int, list[int]] = defaultdict(list)       # step -> copy-starts
@@ -612,11 +625,34 @@ class _Annotator:
                     if self.insts[iid].opcode not in ALIAS_OPCODES]
         rank = {iid: k for k, iid in enumerate(creators)}
         printed = [rank[i.id] for i in self.entry.instructions if i.id in rank]
+        # The default schedule is recorded only when it is not the input's operator order.
+        in_order = tuple(self.inst_op[iid] for iid in creators if iid in self.inst_op)
         self.proto.frontend_attributes.map[ATTR_GRAPH] = json.dumps({
             "name": g.name, "source": g.source, "schedule_origin": g.schedule_origin,
-            "default_schedule": list(g.default_schedule), "entry_order": printed,
+            "default_schedule": None if g.default_schedule == in_order else list(g.default_schedule),
+            "entry_order": encode_runs(printed),
             "root": original_root,
         }, separators=(",", ":"))
+
+
+def encode_runs(numbers: Sequence[int]) -> list[list[int]]:
+    """``[3, 4, 5, 0, 1]`` -> ``[[3, 3], [0, 2]]``: runs of consecutive integers as
+    ``[first, length]``."""
+    runs: list[list[int]] = []
+    for x in numbers:
+        if runs and runs[-1][0] + runs[-1][1] == x:
+            runs[-1][1] += 1
+        else:
+            runs.append([x, 1])
+    return runs
+
+
+def decode_runs(runs) -> list[int]:
+    """Inverse of :func:`encode_runs`; ``ValueError`` when malformed."""
+    try:
+        return [first + k for first, length in runs for k in range(int(length))]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"malformed runs: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -663,7 +699,7 @@ def executable_variant(text: str) -> str:
             seq = [x for x in proto.schedule.sequences[comp.id].instruction_ids if x not in starts]
             del proto.schedule.sequences[comp.id].instruction_ids[:]
             proto.schedule.sequences[comp.id].instruction_ids.extend(seq)
-    return print_module(proto, elide_large_constants=False)
+    return print_module(proto, elide_large_constants=elides_constants(text))
 
 
 def run_hlo_on_cpu(text: str, args: Sequence) -> list:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from memmap.emit.hlo import (ANNOTATED_FORMAT, ANNOTATED_FORMAT_VERSION, ATTR_GRAPH, ATTR_INSERTED,
                              ATTR_OPERANDS, ATTR_PLAN, ATTR_SCRATCHPAD, ATTR_TEMPORARY, ATTR_VALUE,
-                             INSERTED_KINDS, MEMMAP_ATTRS, SCRATCHPAD_MEMORY_SPACE, elides_constants,
-                             format_index, memory_space, print_module, subshape)
+                             INSERTED_KINDS, MEMMAP_ATTRS, SCRATCHPAD_MEMORY_SPACE, decode_runs,
+                             elides_constants, format_index, memory_space, print_module, subshape)
 from memmap.errors import BadInputError
 from memmap.ir.graph import Graph, GraphError
 from memmap.ir.hlo import (ALIAS_OPCODES, HLO_TEXT_INFO_KEY, HloImportError,
@@ -31,7 +31,7 @@ from memmap.ir.hlo_proto import TUPLE_TYPE, parse_module_proto
 from memmap.plan import Plan, Residency, Transfer
 from memmap.problem import Problem, Target
 
-__all__ = ["AnnotatedHloError", "import_plan", "is_annotated"]
+__all__ = ["AnnotatedHloError", "import_plan"]
 
 
 class AnnotatedHloError(BadInputError):
@@ -56,12 +56,6 @@ def _parse(text: str, where: str):
     except HloImportError as e:
         raise AnnotatedHloError(str(e)) from None
     return parse_module_proto(module.as_serialized_hlo_module_proto())
-
-
-def is_annotated(text_or_path: str | os.PathLike) -> bool:
-    """Does this HLO module carry a memmap plan (the ``memmap_plan`` module attribute)?"""
-    text, where = _read(text_or_path)
-    return ATTR_PLAN in _parse(text, where).frontend_attributes.map
 
 
 def import_plan(annotated_hlo: str | os.PathLike) -> Plan:
@@ -157,8 +151,11 @@ class _Reader:
         # rename (gte, tuple, bitcast) right before its first user.
         originals = [i for i in self.sequence if i not in self.inserted]
         creators = [i for i in originals if insts[i].opcode not in ALIAS_OPCODES]
-        ranks = self.graph_meta.get("entry_order")
-        if not isinstance(ranks, list) or sorted(ranks) != list(range(len(creators))):
+        try:
+            ranks = decode_runs(self.graph_meta.get("entry_order"))
+        except ValueError:
+            ranks = None
+        if ranks is None or sorted(ranks) != list(range(len(creators))):
             self.fail(f"memmap_graph entry_order is not a permutation of the "
                       f"{len(creators)} parameters, constants and operators")
         by_rank = [iid for _, iid in sorted(zip(ranks, creators))]
@@ -207,7 +204,8 @@ class _Reader:
         proto = self.original_module()
         gm = self.graph_meta
         # The rebuilt module's text, so that the recovered graph can be annotated again.
-        info = {HLO_TEXT_INFO_KEY: print_module(proto, elide_large_constants=elides_constants(self.text)),
+        info = {HLO_TEXT_INFO_KEY: print_module(proto, elide_large_constants=elides_constants(self.text),
+                                                check=False),
                 "annotated_hlo": self.where}
         try:
             g = graph_from_module_proto(proto, where=self.where, source=str(gm.get("source", self.where)),
