@@ -32,6 +32,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
+from memmap.cost import residency_lookup
 from memmap.errors import BadInputError, MemmapError, PlanError
 from memmap.ir.graph import Graph
 from memmap.ir.hlo import ALIAS_OPCODES, HLO_TEXT_INFO_KEY, HloImportError, parse_hlo_text, shape_leaves
@@ -72,8 +73,8 @@ def emit_hlo(graph: Graph, plan: Plan) -> str:
     """Annotated HLO text of ``graph``'s module carrying ``plan`` (see the module docstring).
 
     Args:
-      graph: an imported HLO graph (``memmap.import_hlo`` / ``from_jax``: it keeps the parsed
-        module in ``graph.info["hlo_module_proto"]``).
+      graph: an imported HLO graph (``memmap.import_hlo`` / ``from_jax`` keep the module's
+        text in ``graph.info["hlo_text"]``).
       plan: a plan for ``graph`` (``plan.problem.graph`` has the same structure).
 
     Raises:
@@ -83,13 +84,20 @@ def emit_hlo(graph: Graph, plan: Plan) -> str:
     Example::
 
         g = memmap.import_hlo("model.hlo")
-        text = memmap.emit_hlo(g, memmap.optimize(g, scratchpad="4MiB"))
-        assert memmap.import_plan(text).schedule == plan.schedule
+        plan = memmap.optimize(g, scratchpad="4MiB")
+        text = memmap.emit_hlo(g, plan)
+        assert memmap.import_plan(text).transfers == plan.transfers
     """
     text = graph.info.get(HLO_TEXT_INFO_KEY)
     if not text:
         raise EmitError(f"graph {graph.name!r} ({graph.source}) has no HLO module to annotate; "
                         f"import it with memmap.import_hlo or memmap.from_jax")
+    diff = same_structure(graph, plan.problem.graph)
+    if diff:
+        raise EmitError(f"the plan was made for a different graph than {graph.name!r}: {diff}")
+    result = verify_plan(plan, graph=graph)
+    if not result.ok:
+        raise PlanError(f"the plan does not verify, no annotated HLO emitted: {result.reason}")
     try:
         proto = parse_module_proto(parse_hlo_text(text, graph.source).as_serialized_hlo_module_proto())
     except HloImportError as e:
@@ -97,12 +105,6 @@ def emit_hlo(graph: Graph, plan: Plan) -> str:
     if ATTR_PLAN in proto.frontend_attributes.map:
         raise EmitError(f"{graph.source}: the module is already annotated by memmap; plan its "
                         f"original module (or read this plan back with memmap.import_plan)")
-    diff = same_structure(graph, plan.problem.graph)
-    if diff:
-        raise EmitError(f"the plan was made for a different graph than {graph.name!r}: {diff}")
-    result = verify_plan(plan, graph=graph)
-    if not result.ok:
-        raise PlanError(f"the plan does not verify, no annotated HLO emitted: {result.reason}")
     _Annotator(graph, plan, proto).run()
     return print_module(proto, elide_large_constants=elides_constants(text))
 
@@ -222,7 +224,7 @@ class _Annotator:
             self.res[r.value].append(r)
         for rs in self.res.values():
             rs.sort(key=lambda r: r.start)
-        self.res_starts = {v: [r.start for r in rs] for v, rs in self.res.items()}
+        self.residency_at = residency_lookup(self.res)
         self.created = {v for v, rs in self.res.items()
                         if graph.values[v].producer is not None
                         and rs[0].start == self.pos[graph.values[v].producer]}
@@ -299,13 +301,6 @@ class _Annotator:
             self.leaf_refs[ref] = got
         return got
 
-    def residency_at(self, v: int, t: int):
-        rs = self.res.get(v)
-        if not rs:
-            return None
-        i = bisect.bisect_right(self.res_starts[v], t) - 1
-        return rs[i] if i >= 0 and rs[i].end >= t else None
-
     def offchip_ref(self, v: int):
         return self.spill_ref.get(v, self.home[v])
 
@@ -333,7 +328,6 @@ class _Annotator:
     def set_home_spaces(self) -> None:
         """S(1) on every operator result leaf created in the scratchpad (and on the ENTRY alias
         instructions that rename it), default memory elsewhere; residency attributes."""
-        managed = self.problem.managed
         for iid in self.original_order:
             inst = self.insts[iid]
             if inst.opcode in ("parameter", "constant"):
@@ -349,8 +343,6 @@ class _Annotator:
             r = self.res[v][0]
             iid, index = self.home[v]
             self.scratchpad[iid].append(f"{format_index(index)}:{r.offset}:{r.end}")
-            if not managed[v]:  # pragma: no cover - the verifier rejects it
-                raise EmitError(f"value {self.value_name(v)!r} is not managed but resident")
         for op in self.g.ops:
             for v in op.outputs:
                 if self.g.values[v].kind == "temporary" and self.res.get(v):
@@ -540,8 +532,11 @@ class _Annotator:
     # ---- schedule ---------------------------------------------------------------------------
 
     def sequence_or_order(self, comp) -> list[int]:
-        seq = self.proto.schedule.sequences.get(comp.id) if comp.id in self.proto.schedule.sequences else None
-        return list(seq.instruction_ids) if seq is not None else [i.id for i in comp.instructions]
+        """The computation's sequence in the input's schedule, else its instruction order (a
+        dependency order, and the order the importer simulated body peaks in)."""
+        if comp.id in self.proto.schedule.sequences:
+            return list(self.proto.schedule.sequences[comp.id].instruction_ids)
+        return [i.id for i in comp.instructions]
 
     def entry_sequence(self) -> list[int]:
         """Planned order: per step the copy-starts issued there, the copy-dones its operator
@@ -588,16 +583,11 @@ class _Annotator:
     def set_schedule(self, entry_sequence: list[int]) -> None:
         """The ENTRY's instructions in the planned order; every other non-fusion computation
         keeps its sequence (or gets its instruction order, a dependency order)."""
-        keep = {cid: list(s.instruction_ids) for cid, s in self.proto.schedule.sequences.items()}
+        sequences = {c.id: entry_sequence if c.id == self.entry.id else self.sequence_or_order(c)
+                     for c in self.proto.computations if not c.is_fusion_computation}
         self.proto.schedule.Clear()
-        for comp in self.proto.computations:
-            if comp.is_fusion_computation:
-                continue
-            if comp.id == self.entry.id:
-                ids = entry_sequence
-            else:
-                ids = keep.get(comp.id) or [i.id for i in comp.instructions]
-            self.proto.schedule.sequences[comp.id].instruction_ids.extend(ids)
+        for cid, ids in sequences.items():
+            self.proto.schedule.sequences[cid].instruction_ids.extend(ids)
         # Instructions must be listed operands first: use the schedule.
         by_id = {i.id: i for i in self.entry.instructions}
         ordered = []

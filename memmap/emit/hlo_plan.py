@@ -23,6 +23,7 @@ from memmap.emit.hlo import (ANNOTATED_FORMAT, ANNOTATED_FORMAT_VERSION, ATTR_GR
                              ATTR_OPERANDS, ATTR_PLAN, ATTR_SCRATCHPAD, ATTR_TEMPORARY, ATTR_VALUE,
                              INSERTED_KINDS, MEMMAP_ATTRS, SCRATCHPAD_MEMORY_SPACE, decode_runs,
                              elides_constants, format_index, memory_space, print_module, subshape)
+from memmap.cost import residency_lookup
 from memmap.errors import BadInputError
 from memmap.ir.graph import Graph, GraphError
 from memmap.ir.hlo import (ALIAS_OPCODES, HLO_TEXT_INFO_KEY, HloImportError,
@@ -431,15 +432,15 @@ class _Reader:
             by_value[r.value].append(r)
         for rs in by_value.values():
             rs.sort(key=lambda r: r.start)
+        residency_at = residency_lookup(by_value)
 
         def expected(v: int, t: int):
-            rs = by_value.get(v, ())
-            for r in rs:
-                if r.start <= t <= r.end:
-                    p = g.values[v].producer
-                    if r is rs[0] and p is not None and r.start == pos[p]:
-                        return ("home", v)
-                    return ("copy", self.load_copy.get((v, r.start)))
+            r = residency_at(v, t) if t < len(plan.schedule) else None
+            if r is not None:
+                p = g.values[v].producer
+                if r is by_value[v][0] and p is not None and r.start == pos[p]:
+                    return ("home", v)   # created there by its producer
+                return ("copy", self.load_copy.get((v, r.start)))
             return ("copy", self.spill_copy[v]) if v in self.spill_copy else ("home", v)
 
         def check(x: int, t: int, what: str) -> None:
