@@ -38,10 +38,9 @@ from pathlib import Path
 from .graph import Graph, GraphBuilder, GraphError
 from .hlo_proto import PRIMITIVE_TYPES, TUPLE_TYPE, parse_module_proto
 
-__all__ = ["HloImportError", "import_hlo", "import_hlo_text", "graph_from_module_proto",
-           "parse_hlo_text",
-           "benchmark_import", "shape_leaves", "ALIAS_OPCODES", "CONTROL_FLOW_OPCODES",
-           "HLO_TEXT_INFO_KEY"]
+__all__ = ["HloImportError", "import_hlo", "import_hlo_text", "parse_hlo_text",
+           "graph_from_module_proto", "benchmark_import", "shape_leaves", "ALIAS_OPCODES",
+           "CONTROL_FLOW_OPCODES", "HLO_TEXT_INFO_KEY"]
 
 # Instructions that create no buffer and no operator (their values are their operands').
 ALIAS_OPCODES = frozenset({"bitcast", "get-tuple-element", "tuple", "opt-barrier"})
