@@ -93,6 +93,8 @@ class _Reader:
             self.graph_meta = json.loads(attrs[ATTR_GRAPH])
         except json.JSONDecodeError as e:
             self.fail(f"module attribute is not valid JSON: {e.msg} at column {e.colno}")
+        if not isinstance(self.meta, dict) or not isinstance(self.graph_meta, dict):
+            self.fail(f"{ATTR_PLAN} and {ATTR_GRAPH} must be JSON objects")
         if self.meta.get("format") != ANNOTATED_FORMAT or \
                 self.meta.get("version") != ANNOTATED_FORMAT_VERSION:
             self.fail(f"annotated HLO format {self.meta.get('format')!r} version "
