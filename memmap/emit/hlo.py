@@ -547,26 +547,18 @@ class _Annotator:
         seq: list[int] = []
         ops = set(self.op_inst)
 
+        def deps(iid: int) -> list[int]:
+            inst = self.insts[iid]
+            return list(inst.operand_ids) + list(inst.control_predecessor_ids)
+
         def place(root: int, *, op_allowed: int | None = None) -> None:
-            stack = [(root, False)]
-            while stack:
-                iid, expanded = stack.pop()
-                if iid in placed:
-                    continue
-                if expanded:
-                    placed.add(iid)
-                    seq.append(iid)
-                    continue
+            def check(iid: int) -> None:
                 if iid in ops and iid != op_allowed:
-                    user = self.insts[root].name
-                    raise EmitError(f"instruction {user!r} needs operator "
+                    raise EmitError(f"instruction {self.insts[root].name!r} needs operator "
                                     f"{self.insts[iid].name!r} before the planned step of that "
                                     f"operator (a control dependency the schedule breaks?)")
-                stack.append((iid, True))
-                inst = self.insts[iid]
-                for x in reversed(list(inst.operand_ids) + list(inst.control_predecessor_ids)):
-                    if x not in placed:
-                        stack.append((x, False))
+
+            place_after_dependencies(root, deps, placed, seq, check=check)
 
         for t, o in enumerate(self.plan.schedule):
             for x in self.before[t] + self.before_done[t]:
@@ -623,6 +615,26 @@ class _Annotator:
             "entry_order": encode_runs(printed),
             "root": original_root,
         }, separators=(",", ":"))
+
+
+def place_after_dependencies(start: int, dependencies, placed: set[int], out: list[int], *,
+                             check=None) -> None:
+    """Append ``start`` to ``out`` after its transitive ``dependencies(x)`` that are not in
+    ``placed`` yet (post-order, iterative); ``check(x)`` may refuse an instruction about to be
+    placed by raising."""
+    stack = [(start, False)]
+    while stack:
+        x, expanded = stack.pop()
+        if x in placed:
+            continue
+        if expanded:
+            placed.add(x)
+            out.append(x)
+            continue
+        if check is not None:
+            check(x)
+        stack.append((x, True))
+        stack.extend((y, False) for y in reversed(dependencies(x)) if y not in placed)
 
 
 def encode_runs(numbers: Sequence[int]) -> list[list[int]]:

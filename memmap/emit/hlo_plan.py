@@ -22,7 +22,8 @@ from pathlib import Path
 from memmap.emit.hlo import (ANNOTATED_FORMAT, ANNOTATED_FORMAT_VERSION, ATTR_GRAPH, ATTR_INSERTED,
                              ATTR_OPERANDS, ATTR_PLAN, ATTR_SCRATCHPAD, ATTR_TEMPORARY, ATTR_VALUE,
                              INSERTED_KINDS, MEMMAP_ATTRS, SCRATCHPAD_MEMORY_SPACE, decode_runs,
-                             elides_constants, format_index, memory_space, print_module, subshape)
+                             elides_constants, format_index, memory_space, place_after_dependencies,
+                             print_module, subshape)
 from memmap.cost import residency_lookup
 from memmap.errors import BadInputError
 from memmap.ir.graph import Graph, GraphError
@@ -165,23 +166,11 @@ class _Reader:
         order: list[int] = []
         placed: set[int] = set()
 
-        def place(iid: int) -> None:
-            stack = [(iid, False)]
-            while stack:
-                x, done = stack.pop()
-                if x in placed:
-                    continue
-                if done:
-                    placed.add(x)
-                    order.append(x)
-                    continue
-                stack.append((x, True))
-                for y in reversed(insts[x].operand_ids):
-                    if y not in placed and insts[y].opcode in ALIAS_OPCODES:
-                        stack.append((y, False))
+        def renames(x: int) -> list[int]:
+            return [y for y in insts[x].operand_ids if insts[y].opcode in ALIAS_OPCODES]
 
         for iid in by_rank + [i for i in originals if insts[i].opcode in ALIAS_OPCODES]:
-            place(iid)
+            place_after_dependencies(iid, renames, placed, order)
         kept = []
         for iid in order:
             inst = type(insts[iid])()
