@@ -257,7 +257,6 @@ class _Reader:
         if pending:
             self.fail(f"{self.inserted[pending[0]]} {self.insts[pending[0]].name!r} comes after "
                       f"the last operator")
-        n = len(schedule)
 
         residencies: list[Residency] = []
         transfers: list[Transfer] = []
@@ -277,6 +276,9 @@ class _Reader:
             kind = self.inserted[cs]
             if len(done_of[cs]) != 1:
                 self.fail(f"copy-start {inst.name!r} has {len(done_of[cs])} copy-done instructions")
+            if len(inst.operand_ids) != 1 or inst.shape.element_type != TUPLE_TYPE \
+                    or len(inst.shape.tuple_shapes) != 3:
+                self.fail(f"copy-start {inst.name!r} is not a copy-start of one array")
             name = inst.frontend_attributes.map.get(ATTR_VALUE)
             if name not in value_id:
                 self.fail(f"copy-start {inst.name!r}: {ATTR_VALUE} {name!r} is not a value of the program")
@@ -293,9 +295,10 @@ class _Reader:
                           f"S({src}) -> S({dst})")
             transfers.append(Transfer(step, kind, v, g.values[v].size_bytes))
             if into:
-                (index, offset, end), = self.scratchpad_entries(cs) or [(None, None, None)]
-                if index != (0,):
+                entries = self.scratchpad_entries(cs)
+                if len(entries) != 1 or entries[0][0] != (0,):
                     self.fail(f"copy-start {inst.name!r}: needs one {ATTR_SCRATCHPAD} entry for {{0}}")
+                (_, offset, end), = entries
                 residencies.append(Residency(v, step, end, offset))
                 self.load_copy[(v, step)] = done_of[cs][0]
             else:
