@@ -116,13 +116,16 @@ def cmd_optimize(args) -> int:
                         solver=args.solver, time_limit_s=args.time_limit, seed=args.seed,
                         activations_only=args.activations_only, workers=args.workers, solver_options=solver_options,
                         progress=lambda msg: status.update(f"{msg} ({time.perf_counter() - t0:.1f} s)"))
-    from memmap.emit.hlo import emit_hlo
+    from memmap.emit.hlo import emit_hlo, has_hlo_module
 
-    annotated = emit_hlo(graph, plan)   # before writing anything: it may refuse
+    # HLO inputs: the annotated module, made before anything is written (it may refuse).
+    annotated = emit_hlo(graph, plan) if has_hlo_module(graph) else None
     outdir.mkdir(parents=True, exist_ok=True)
     plan_path = outdir / "plan.json"
     plan.to_json(plan_path)
-    (outdir / "annotated.hlo").write_text(annotated)
+    annotated_path = outdir / "annotated.hlo" if annotated is not None else None
+    if annotated_path is not None:
+        annotated_path.write_text(annotated)
     (outdir / "report.md").write_text(plan_report(plan, input_name=args.input))
     if not args.no_plot:
         from memmap.timeline import draw_timeline
@@ -134,7 +137,7 @@ def cmd_optimize(args) -> int:
                "noncompulsory_bytes": m["noncompulsory_bytes"], "compulsory_bytes": m["compulsory_bytes"],
                "peak_scratchpad_bytes": m["peak_scratchpad_bytes"], "modeled_time_s": m["modeled_time_s"],
                "solve_time_s": plan.solve_time_s, "plan_path": str(plan_path),
-               "annotated_hlo_path": str(outdir / "annotated.hlo"),
+               "annotated_hlo_path": str(annotated_path) if annotated_path else None,
                "mode": plan.problem.mode, "capacity_bytes": plan.problem.target.capacity_bytes,
                "comparison": plan.info.get("comparison", [])}
         print(json.dumps(out))

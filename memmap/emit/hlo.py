@@ -43,7 +43,7 @@ from memmap.verify import verify_plan
 
 __all__ = [
     "ANNOTATED_FORMAT", "ANNOTATED_FORMAT_VERSION", "EmitError", "SCRATCHPAD_MEMORY_SPACE",
-    "emit_hlo", "executable_variant", "run_hlo_on_cpu",
+    "emit_hlo", "executable_variant", "has_hlo_module", "run_hlo_on_cpu",
 ]
 
 ANNOTATED_FORMAT = "memmap-annotated-hlo"
@@ -69,6 +69,12 @@ class EmitError(BadInputError):
     schedule that breaks a control dependency). One line."""
 
 
+def has_hlo_module(graph: Graph) -> bool:
+    """Was ``graph`` imported from HLO (so that :func:`emit_hlo` can annotate its module)? Graphs
+    from plan.json, torch programs or GraphBuilder have none."""
+    return bool(graph.info.get(HLO_TEXT_INFO_KEY))
+
+
 def emit_hlo(graph: Graph, plan: Plan) -> str:
     """Annotated HLO text of ``graph``'s module carrying ``plan`` (see the module docstring).
 
@@ -88,10 +94,10 @@ def emit_hlo(graph: Graph, plan: Plan) -> str:
         text = memmap.emit_hlo(g, plan)
         assert memmap.import_plan(text).transfers == plan.transfers
     """
-    text = graph.info.get(HLO_TEXT_INFO_KEY)
-    if not text:
+    if not has_hlo_module(graph):
         raise EmitError(f"graph {graph.name!r} ({graph.source}) has no HLO module to annotate; "
                         f"import it with memmap.import_hlo or memmap.from_jax")
+    text = graph.info[HLO_TEXT_INFO_KEY]
     diff = same_structure(graph, plan.problem.graph)
     if diff:
         raise EmitError(f"the plan was made for a different graph than {graph.name!r}: {diff}")
