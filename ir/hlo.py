@@ -352,7 +352,7 @@ class _Module:
                 alias = _alias_tree(i, [trees[o] for o in i.operand_ids])
                 trees[i.id] = alias if alias is not _NO_ALIAS else _map_shape(i.shape, lambda idx, s: None)
             leaves = _flatten(trees[body.root_id])
-            out = frozenset(idx for (idx, _), leaf in zip(_leaves(inst.shape), leaves, strict=True)
+            out = frozenset(idx for (idx, _), leaf in zip(shape_leaves(inst.shape), leaves, strict=True)
                             if leaf == _ParamLeaf(idx))
         except (KeyError, IndexError, TypeError, ValueError):
             out = frozenset()     # a body this walk cannot follow: no invariants (pairs instead)
