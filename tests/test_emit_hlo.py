@@ -195,6 +195,27 @@ def test_hand_made_module_annotations():
         assert want.tobytes() == got.tobytes()
 
 
+def test_while_in_place_pair_shares_its_offset():
+    """A while loop's operand leaf and result leaf sharing one scratchpad buffer (an in-place
+    pair, docs/semantics.md) are both S(1) at the same offset in the annotated module."""
+    g = memmap.import_hlo(EXAMPLES[1], xla_cost=False)
+    plan = memmap.optimize(g, scratchpad=budgets(g).m_r_bytes, mode="strict", solver="msa")
+    pos = {o: t for t, o in enumerate(plan.schedule)}
+    at = lambda v, t: next(r for r in plan.residencies if r.value == v and r.start <= t <= r.end)  # noqa: E731
+    shared = [(op, out, inp) for op in g.ops for out, inp in op.inplace
+              if at(out, pos[op.id]).offset == at(inp, pos[op.id]).offset]
+    assert shared
+    text = assert_round_trip(g, plan)
+    op, out, inp = shared[0]
+    lines = entry_lines(text)
+    loop = lines[line_of(lines, op.name)]
+    k = g.hlo_values[op.name].index(out)   # the loop state is a flat tuple: leaf k is {k}
+    entries = loop.split('memmap_scratchpad="')[1].split('"')[0].split(";")
+    offset = at(inp, pos[op.id]).offset
+    assert f"{{{k}}}:{offset}:{at(out, pos[op.id]).end}" in entries
+    assert loop.split(" while(")[0].count(":S(1)}") >= 1
+
+
 def test_strict_and_activations_only_on_the_hand_module():
     g = memmap.import_hlo(HAND, xla_cost=False)
     for ao in (False, True):

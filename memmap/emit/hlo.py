@@ -224,6 +224,22 @@ class _Annotator:
             if inst.opcode not in ALIAS_OPCODES:
                 for i, v in zip(idx, vals):
                     self.home.setdefault(v, (iid, i))
+        # The buffer each leaf of each instruction reads: (defining instruction, index), through
+        # renames. It is the value's home except after an operator that passes an input through
+        # (a while loop's loop-invariant state).
+        self.leaf_source: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+        for iid in self.original_order:
+            inst = self.insts[iid]
+            if inst.opcode == "get-tuple-element":
+                src = inst.operand_ids[0]
+                self.leaf_source[iid] = [s for i, s in zip(self.leaf_index[src], self.leaf_source[src])
+                                         if i[0] == inst.tuple_index]
+            elif inst.opcode == "tuple":
+                self.leaf_source[iid] = [s for x in inst.operand_ids for s in self.leaf_source[x]]
+            elif inst.opcode in ("bitcast", "opt-barrier"):
+                self.leaf_source[iid] = list(self.leaf_source[inst.operand_ids[0]])
+            else:
+                self.leaf_source[iid] = [(iid, i) for i in self.leaf_index[iid]]
         # The plan, per value.
         self.res: dict[int, list] = defaultdict(list)
         for r in plan.residencies:
@@ -332,17 +348,25 @@ class _Annotator:
         self.set_module_attributes(self.insts[root].name if self.entry.root_id != root else None)
 
     def set_home_spaces(self) -> None:
-        """S(1) on every operator result leaf created in the scratchpad (and on the ENTRY alias
-        instructions that rename it), default memory elsewhere; residency attributes."""
+        """Memory spaces of the module's own results: S(1) on an operator's result leaf created in
+        the scratchpad, or passed through from an input that is resident at the operator's step
+        (a while loop's loop-invariant state); default memory elsewhere. Renames (tuple,
+        get-tuple-element, bitcast) take the space of the buffer they rename. Residency
+        attributes."""
+        for o, iid in enumerate(self.op_inst):
+            inst = self.insts[iid]
+            for index, v in zip(self.leaf_index[iid], self.leaf_values[iid]):
+                if self.home.get(v) == (iid, index):
+                    resident = v in self.created
+                else:
+                    resident = self.residency_at(v, self.pos[o]) is not None
+                set_memory_space(subshape(inst.shape, index),
+                                 SCRATCHPAD_MEMORY_SPACE if resident else 0)
         for iid in self.original_order:
             inst = self.insts[iid]
-            if inst.opcode in ("parameter", "constant"):
-                continue
-            for index, v in zip(self.leaf_index[iid], self.leaf_values[iid]):
-                if inst.opcode not in ALIAS_OPCODES and self.home.get(v) != (iid, index):
-                    continue   # an async start's operand leaf: the operand's buffer
-                space = SCRATCHPAD_MEMORY_SPACE if v in self.created else 0
-                set_memory_space(subshape(inst.shape, index), space)
+            if inst.opcode in ALIAS_OPCODES:
+                for index, source in zip(self.leaf_index[iid], self.leaf_source[iid]):
+                    set_memory_space(subshape(inst.shape, index), memory_space(self.shape_of(source)))
         for v in sorted(self.created):
             if self.g.values[v].kind == "temporary":
                 continue
@@ -429,7 +453,7 @@ class _Annotator:
         ``t``: ``iid`` itself when nothing changed, else a copy or new alias instructions."""
         vals = self.leaf_values[iid]
         cur = tuple(self.current(v, t) for v in vals)
-        if all(c == self.home[v] for c, v in zip(cur, vals)):
+        if cur == tuple(self.leaf_source[iid]):
             return iid
         key = (iid, cur)
         got = self.mat_cache.get(key)
@@ -459,8 +483,8 @@ class _Annotator:
         shape = subshape(self.insts[iid].shape, index)
         if shape.element_type != TUPLE_TYPE:
             return self.leaf_ref(cur[index])
-        homes = {i: self.home[v] for i, v in zip(self.leaf_index[iid], self.leaf_values[iid])}
-        if all(c == homes[i] for i, c in cur.items() if i[:len(index)] == index):
+        source = dict(zip(self.leaf_index[iid], self.leaf_source[iid]))
+        if all(c == source[i] for i, c in cur.items() if i[:len(index)] == index):
             return self.leaf_ref((iid, index))
         parts = [self.rebuild(iid, index + (k,), cur) for k in range(len(shape.tuple_shapes))]
         return self.new_alias_tuple(self.insts[iid], parts, opcode="tuple")
