@@ -38,8 +38,9 @@ from pathlib import Path
 from .graph import Graph, GraphBuilder, GraphError
 from .hlo_proto import PRIMITIVE_TYPES, TUPLE_TYPE, parse_module_proto
 
-__all__ = ["HloImportError", "import_hlo", "import_hlo_text", "benchmark_import",
-           "ALIAS_OPCODES", "CONTROL_FLOW_OPCODES"]
+__all__ = ["HloImportError", "import_hlo", "import_hlo_text", "parse_hlo_text",
+           "graph_from_module_proto", "benchmark_import", "shape_leaves", "ALIAS_OPCODES",
+           "CONTROL_FLOW_OPCODES", "HLO_TEXT_INFO_KEY"]
 
 # Instructions that create no buffer and no operator (their values are their operands').
 ALIAS_OPCODES = frozenset({"bitcast", "get-tuple-element", "tuple", "opt-barrier"})
@@ -65,6 +66,10 @@ _PER_ELEMENT_CALLERS = frozenset({
     "reduce", "reduce-window", "scatter", "select-and-scatter", "sort", "map", "all-reduce",
     "all-reduce-start", "reduce-scatter"})
 
+# graph.info key of the imported module's HLO text (what memmap.emit_hlo annotates;
+# graph.info is not part of plan.json).
+HLO_TEXT_INFO_KEY = "hlo_text"
+
 _STAGE_SUFFIX = {"after": "after_optimizations.txt", "before": "before_optimizations.txt"}
 
 
@@ -84,13 +89,14 @@ class HloImportError(ValueError):
 # Shapes and sizes
 
 
-def _leaves(shape, prefix: tuple[int, ...] = ()) -> list[tuple[tuple[int, ...], object]]:
-    """Leaf shapes of a (possibly nested) tuple shape, pre-order, with their shape index."""
+def shape_leaves(shape, prefix: tuple[int, ...] = ()) -> list[tuple[tuple[int, ...], object]]:
+    """Leaf shapes of a (possibly nested) tuple ``ShapeProto``, pre-order, with their shape
+    index: ``[(index, leaf_shape)]``; an array shape is ``[((), shape)]``."""
     if shape.element_type != TUPLE_TYPE:
         return [(prefix, shape)]
     out = []
     for i, sub in enumerate(shape.tuple_shapes):
-        out.extend(_leaves(sub, prefix + (i,)))
+        out.extend(shape_leaves(sub, prefix + (i,)))
     return out
 
 
@@ -251,7 +257,7 @@ class _Module:
             win = math.prod(d.size for d in inst.window.dimensions)
             count = math.prod(by_id[inst.operand_ids[1]].shape.dimensions) * win
         elif op == "sort":
-            dims = _leaves(inst.shape)[0][1].dimensions
+            dims = shape_leaves(inst.shape)[0][1].dimensions
             axis = inst.dimensions[0] if inst.dimensions else 0
             n = dims[axis] if dims else 1
             count = math.prod(dims) * max(1.0, math.log2(max(n, 1)))
@@ -346,7 +352,7 @@ class _Module:
                 alias = _alias_tree(i, [trees[o] for o in i.operand_ids])
                 trees[i.id] = alias if alias is not _NO_ALIAS else _map_shape(i.shape, lambda idx, s: None)
             leaves = _flatten(trees[body.root_id])
-            out = frozenset(idx for (idx, _), leaf in zip(_leaves(inst.shape), leaves, strict=True)
+            out = frozenset(idx for (idx, _), leaf in zip(shape_leaves(inst.shape), leaves, strict=True)
                             if leaf == _ParamLeaf(idx))
         except (KeyError, IndexError, TypeError, ValueError):
             out = frozenset()     # a body this walk cannot follow: no invariants (pairs instead)
@@ -365,7 +371,7 @@ class _Module:
             alias = tuple(operand_trees)
         else:
             alias = operand_trees[0]
-        want = [s for _, s in _leaves(sub)]
+        want = [s for _, s in shape_leaves(sub)]
         have = _flatten(alias) if isinstance(alias, tuple) else [alias]
         if len(want) != len(have):
             self.async_alias_mismatch.append(inst.name)
@@ -407,7 +413,7 @@ def _map_shape(shape, fn, aliases: dict | None = None, prefix: tuple[int, ...] =
 
 
 def _leaf_elements(shape) -> int:
-    return sum(math.prod(s.dimensions) for _, s in _leaves(shape))
+    return sum(math.prod(s.dimensions) for _, s in shape_leaves(shape))
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,7 +593,7 @@ def _textual_topological_order(module, entry, op_insts, op_inputs: list[list[int
                                producer: dict[int, int]) -> list[int]:
     """Topological order of the ops, ties broken by the instruction's position in the text."""
     pos: dict[str, int] = {}
-    for c in module.computations():
+    for c in module.computations() if module is not None else ():
         if c.name == entry.name:
             pos = {n: k for k, n in enumerate(i.name for i in c.instructions())}
             break
@@ -618,7 +624,9 @@ def _textual_topological_order(module, entry, op_insts, op_inputs: list[list[int
 # Public entry points
 
 
-def _parse(text: str, where: str, path: str | None):
+def parse_hlo_text(text: str, where: str, path: str | None = None):
+    """XLA's parser (``jaxlib._hlo.hlo_module_from_text``); a rejected module is an
+    :class:`HloImportError` whose one line starts with ``where``."""
     from jaxlib import _hlo
 
     try:
@@ -651,9 +659,10 @@ def import_hlo_text(text: str, *, where: str = "<string>", source: str = "<strin
                     path: str | None = None, name: str | None = None, xla_cost: bool = True,
                     info: dict | None = None) -> Graph:
     """Import HLO module text. ``where`` prefixes error messages (the file name)."""
-    module = _parse(text, where, path)
+    module = parse_hlo_text(text, where, path)
     proto = parse_module_proto(module.as_serialized_hlo_module_proto())
     info = dict(info or {})
+    info[HLO_TEXT_INFO_KEY] = text   # for memmap.emit_hlo (annotated HLO)
     if xla_cost:
         info["xla_cost"], err = _xla_cost(module)
         if err:
@@ -664,6 +673,14 @@ def import_hlo_text(text: str, *, where: str = "<string>", source: str = "<strin
         if e.path is None:
             e.path = path
         raise
+
+
+def graph_from_module_proto(proto, *, where: str, source: str, name: str | None = None,
+                            info: dict | None = None) -> Graph:
+    """Build the graph of an already decoded ``HloModuleProto`` (see :func:`parse_module_proto`)
+    without XLA's parser or cost analysis; an unscheduled ENTRY gets the topological order with
+    ties broken by proto order. Used to re-import a module rebuilt from annotated HLO."""
+    return _build_graph(None, proto, where=where, source=source, name=name, info=dict(info or {}))
 
 
 def _pick_dump_file(folder: Path, stage: str) -> tuple[Path, dict]:

@@ -58,6 +58,8 @@ _MESSAGES: list[tuple[str, list[tuple]]] = [
         ("source_file", 3, _STR, _OPT, None),
         ("source_line", 4, _I32, _OPT, None),
     ]),
+    # map<string, string> map = 1 (xla_data.proto); see _MAP_FIELDS.
+    ("FrontendAttributes", []),
     ("WindowDimension", [
         ("size", 1, _I64, _OPT, None),
         ("stride", 2, _I64, _OPT, None),
@@ -103,6 +105,7 @@ _MESSAGES: list[tuple[str, list[tuple]]] = [
         ("called_computation_ids", 38, _I64, _REP, None),
         ("backend_config", 43, _BYTES, _OPT, None),
         ("feature_group_count", 50, _I64, _OPT, None),
+        ("frontend_attributes", 68, _MSG, _OPT, ".xla.FrontendAttributes"),
         ("batch_group_count", 58, _I64, _OPT, None),
     ]),
     ("HloComputationProto", [
@@ -113,9 +116,7 @@ _MESSAGES: list[tuple[str, list[tuple]]] = [
         ("is_fusion_computation", 7, _BOOL, _OPT, None),
     ]),
     ("InstructionSequence", [("instruction_ids", 1, _I64, _REP, None)]),
-    ("HloScheduleProto", [
-        ("sequences", 1, _MSG, _REP, ".xla.HloScheduleProto.SequencesEntry"),
-    ]),
+    ("HloScheduleProto", []),  # map<int64, InstructionSequence> sequences = 1; see _MAP_FIELDS
     ("AliasEntryProto", [
         ("output_shape_index", 1, _I64, _REP, None),
         ("parameter_number", 2, _I64, _OPT, None),
@@ -131,8 +132,16 @@ _MESSAGES: list[tuple[str, list[tuple]]] = [
         ("entry_computation_id", 6, _I64, _OPT, None),
         ("schedule", 7, _MSG, _OPT, ".xla.HloScheduleProto"),
         ("input_output_alias", 8, _MSG, _OPT, ".xla.HloInputOutputAliasProto"),
+        ("frontend_attributes", 19, _MSG, _OPT, ".xla.FrontendAttributes"),
     ]),
 ]
+
+# Map fields, declared as protobuf does it (a repeated nested ``<Name>Entry`` message with
+# ``map_entry`` set): message -> (field name, number, key type, value type, value type_name).
+_MAP_FIELDS: dict[str, tuple] = {
+    "HloScheduleProto": ("sequences", 1, _I64, _MSG, ".xla.InstructionSequence"),
+    "FrontendAttributes": ("map", 1, _STR, _STR, None),
+}
 
 
 def build_message_classes(messages=None, *, file_name: str = "memmap_xla_hlo_subset.proto",
@@ -150,13 +159,17 @@ def build_message_classes(messages=None, *, file_name: str = "memmap_xla_hlo_sub
             f = m.field.add(name=fname, number=number, type=ftype, label=label)
             if type_name:
                 f.type_name = type_name
-        if msg_name == "HloScheduleProto":
-            # map<int64, InstructionSequence> sequences = 1;
-            entry = m.nested_type.add(name="SequencesEntry")
+        if msg_name in _MAP_FIELDS:
+            fname, number, key_type, value_type, value_type_name = _MAP_FIELDS[msg_name]
+            entry_name = "".join(part.capitalize() for part in fname.split("_")) + "Entry"
+            entry = m.nested_type.add(name=entry_name)
             entry.options.map_entry = True
-            entry.field.add(name="key", number=1, type=_I64, label=_OPT)
-            entry.field.add(name="value", number=2, type=_MSG, label=_OPT,
-                            type_name=".xla.InstructionSequence")
+            entry.field.add(name="key", number=1, type=key_type, label=_OPT)
+            value = entry.field.add(name="value", number=2, type=value_type, label=_OPT)
+            if value_type_name:
+                value.type_name = value_type_name
+            m.field.add(name=fname, number=number, type=_MSG, label=_REP,
+                        type_name=f".xla.{msg_name}.{entry_name}")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"xla.{name}"))

@@ -14,6 +14,8 @@ the scratchpad at which offset and when, and which are spilled, reloaded or pref
 from memmap import limits as _limits  # noqa: F401, I001
 from memmap.budgets import Budgets, compute_budgets
 from memmap.cost import simulate
+from memmap.emit.hlo import emit_hlo
+from memmap.emit.hlo_plan import import_plan
 from memmap.errors import BadInputError, InfeasibleError, MemmapError, PlanError, SolverTimeoutError
 from memmap.ir import Graph, GraphBuilder, from_jax, from_torch, import_hlo, import_pt2
 from memmap.pipeline import optimize
@@ -40,6 +42,6 @@ _register_envs()
 __all__ = [
     "BadInputError", "Budgets", "Graph", "GraphBuilder", "InfeasibleError", "MemmapError", "PRESETS",
     "Plan", "PlanError", "Problem", "Residency", "SolverTimeoutError", "Target", "Transfer",
-    "VerifyResult", "compute_budgets", "from_jax", "from_torch", "get_target", "import_hlo",
-    "import_pt2", "optimize", "parse_size", "simulate", "verify_plan",
+    "VerifyResult", "compute_budgets", "emit_hlo", "from_jax", "from_torch", "get_target",
+    "import_hlo", "import_plan", "import_pt2", "optimize", "parse_size", "simulate", "verify_plan",
 ]

@@ -66,13 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parameters and constants stay off-chip (COSMA's activations-only setting)")
     o.add_argument("--checkpoint", help="rl solver: a memmap-train checkpoint (default: the shipped one)")
     o.add_argument("--simulations", type=int, help="rl solver: search simulations per move (0: no search)")
-    o.add_argument("-o", "--outdir", required=True, help="directory for plan.json, report.md, timeline.png")
+    o.add_argument("-o", "--outdir", required=True,
+                   help="directory for plan.json, annotated.hlo, report.md, timeline.png")
     o.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
     o.add_argument("--no-plot", action="store_true", help="skip timeline.png")
 
-    v = sub.add_parser("verify", help="re-check and re-score a plan")
+    v = sub.add_parser("verify", help="re-check and re-score a plan (plan.json, or annotated HLO alone)")
     _add_input(v)
-    v.add_argument("plan", help="plan.json written by memmap optimize")
+    v.add_argument("plan", nargs="?",
+                   help="plan.json written by memmap optimize; without it INPUT is an annotated.hlo")
     v.add_argument("--json", action="store_true")
 
     b = sub.add_parser("budgets", help="COSMA's budgets M_R, M_P, M_H")
@@ -103,6 +105,7 @@ def _read_input(path: str, stage: str, train: bool = False):
 
 
 def cmd_optimize(args) -> int:
+    from memmap.emit.hlo import has_hlo_module
     from memmap.pipeline import check_output_dir, optimize, output_reserve_s
 
     outdir = Path(args.outdir)
@@ -125,7 +128,7 @@ def cmd_optimize(args) -> int:
             solver_options = {"rl": RLSolverOptions(checkpoint=args.checkpoint, simulations=args.simulations)}
         t0 = time.perf_counter()
         # the solvers stop early enough to verify the plan and write the outputs in time
-        reserve = output_reserve_s(graph, plot=not args.no_plot)
+        reserve = output_reserve_s(graph, plot=not args.no_plot, annotate=has_hlo_module(graph))
         with console.status("importing done; solving...") as status, \
                 limits.time_limit(at=limits.deadline() - reserve):
             plan = optimize(graph, target=args.target, scratchpad=args.scratchpad, mode=args.mode,
@@ -136,13 +139,19 @@ def cmd_optimize(args) -> int:
         limits.answered()          # a verified plan: the time-limit net leaves the writing alone
         plan_path = outdir / "plan.json"
         with console.status(f"writing {outdir}/..."):
-            _write_outputs(plan, outdir, args)
+            from memmap.emit.hlo import emit_hlo
+
+            # HLO inputs: the annotated module, made before anything is written (it may refuse)
+            annotated = emit_hlo(graph, plan) if has_hlo_module(graph) else None
+            annotated_path = outdir / "annotated.hlo" if annotated is not None else None
+            _write_outputs(plan, outdir, args, annotated=annotated)
     m = plan.metrics
     if args.json:
         out = {"solver": plan.solver, "status": plan.status,
                "noncompulsory_bytes": m["noncompulsory_bytes"], "compulsory_bytes": m["compulsory_bytes"],
                "peak_scratchpad_bytes": m["peak_scratchpad_bytes"], "modeled_time_s": m["modeled_time_s"],
                "solve_time_s": plan.solve_time_s, "plan_path": str(plan_path),
+               "annotated_hlo_path": str(annotated_path) if annotated_path else None,
                "mode": plan.problem.mode, "capacity_bytes": plan.problem.target.capacity_bytes,
                "comparison": plan.info.get("comparison", [])}
         print(json.dumps(out))
@@ -153,9 +162,10 @@ def cmd_optimize(args) -> int:
     return EXIT_OK
 
 
-def _write_outputs(plan, outdir: Path, args) -> None:
-    """plan.json, report.md and timeline.png, all or none (:class:`memmap.limits.OutputFiles`);
-    a folder this call creates is removed again when writing fails."""
+def _write_outputs(plan, outdir: Path, args, *, annotated: str | None = None) -> None:
+    """plan.json, annotated.hlo (``annotated``: HLO inputs), report.md and timeline.png, all or
+    none (:class:`memmap.limits.OutputFiles`); a folder this call creates is removed again when
+    writing fails."""
     from memmap.report import plan_report
 
     created = not outdir.exists()
@@ -163,6 +173,8 @@ def _write_outputs(plan, outdir: Path, args) -> None:
     try:
         with limits.OutputFiles(outdir) as out:
             out.write_text("plan.json", plan.to_json() + "\n")
+            if annotated is not None:
+                out.write_text("annotated.hlo", annotated)
             out.write_text("report.md", plan_report(plan, input_name=args.input))
             if not args.no_plot:
                 from memmap.timeline import draw_timeline
@@ -181,9 +193,18 @@ def cmd_verify(args) -> int:
     from memmap.plan import Plan
     from memmap.verify import verify_plan
 
-    graph, _ = _read_input(args.input, args.stage, args.train)
-    plan = Plan.from_json(Path(args.plan))
-    result = verify_plan(plan, graph=graph)
+    if args.plan is None:   # INPUT is annotated HLO: the plan is read back from it
+        from memmap.emit.hlo_plan import import_plan
+
+        source = sys.stdin.read() if args.input == "-" else Path(args.input)
+        plan = import_plan(source)
+        result = verify_plan(plan)
+        plan_name = args.input
+    else:
+        plan_name = args.plan
+        graph, _ = _read_input(args.input, args.stage, args.train)
+        plan = Plan.from_json(Path(args.plan))
+        result = verify_plan(plan, graph=graph)
     metrics = simulate(plan) if result.ok else {}
     if args.json:
         print(json.dumps({"valid": result.ok, "errors": list(result.errors), "metrics": metrics}))
@@ -192,7 +213,7 @@ def cmd_verify(args) -> int:
               f"modelled {metrics['modeled_time_s'] * 1e3:.4f} ms")
     if not result.ok:
         if not args.json:
-            print(f"memmap: error: invalid plan {args.plan}: {result.reason}", file=sys.stderr)
+            print(f"memmap: error: invalid plan {plan_name}: {result.reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 

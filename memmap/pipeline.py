@@ -121,12 +121,15 @@ def verify_reserve_s(problem: Problem) -> float:
     return 0.1 + 4e-4 * problem.graph.num_ops
 
 
-def output_reserve_s(graph: Graph, *, plot: bool) -> float:
+def output_reserve_s(graph: Graph, *, plot: bool, annotate: bool = False) -> float:
     """Seconds ``memmap optimize`` keeps after the solvers' deadline: verifying and scoring the
-    plan, plan.json, report.md and (``plot``) timeline.png, matplotlib already imported
-    (measured on the loaded 2-core machine: drawing 2.2 s for small_cnn_train's 136
-    residencies, 4.1 s for resnet50.train.after's 2596; plan.json and report.md 0.3-1.2 s)."""
-    return 0.3 + 6e-4 * graph.num_ops + ((2.5 + 1e-3 * graph.num_ops) if plot else 0.0)
+    plan, plan.json, report.md, (``annotate``) annotated.hlo and (``plot``) timeline.png,
+    matplotlib already imported (measured on the loaded 2-core machine: drawing 2.2 s for
+    small_cnn_train's 136 residencies, 4.1 s for resnet50.train.after's 2596; plan.json and
+    report.md 0.3-1.2 s; annotating 1.5-2.3 s for the 1,700-6,900-instruction zoo programs,
+    benchmarks/RESULTS.md's emit section)."""
+    return (0.3 + 6e-4 * graph.num_ops + ((2.5 + 1e-3 * graph.num_ops) if plot else 0.0)
+            + ((0.3 + 1.2e-3 * graph.num_ops) if annotate else 0.0))
 
 
 def run_solver(problem: Problem, name: str, *, seed: int = 0, time_limit_s: float = 60.0,
@@ -234,7 +237,7 @@ def optimize(graph: Graph, *, target: str | Target | None = None, scratchpad: st
     return best
 
 
-OUTPUT_NAMES = ("plan.json", "report.md", "timeline.png")
+OUTPUT_NAMES = ("plan.json", "annotated.hlo", "report.md", "timeline.png")
 
 
 def check_output_dir(outdir: Path, inputs: list[Path]) -> None:

@@ -271,6 +271,8 @@ def test_cli_optimize_verify_budgets_on_pt2(cnn_pt2, tmp_path, capsys, train):
     assert json.loads(out)["peak_scratchpad_bytes"] <= b["m_h_bytes"]
     for name in ("plan.json", "report.md", "timeline.png"):
         assert (outdir / name).stat().st_size > 0
+    # annotated HLO is for HLO inputs only
+    assert json.loads(out)["annotated_hlo_path"] is None and not (outdir / "annotated.hlo").exists()
     code, out, err = run_cli(["verify", path, outdir / "plan.json", *flag, "--json"], capsys)
     assert code == 0 and json.loads(out)["valid"], err
     # the plan belongs to one graph: forward vs training is caught

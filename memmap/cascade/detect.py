@@ -53,7 +53,7 @@ from google.protobuf import descriptor_pb2
 from memmap.ir import hlo_proto as _hlo_proto
 from memmap.ir.graph import Graph
 from memmap.ir.hlo import ALIAS_OPCODES, HloImportError
-from memmap.ir.hlo import _STAGE_SUFFIX, _parse, _pick_dump_file  # noqa: PLC2701 - see above
+from memmap.ir.hlo import _STAGE_SUFFIX, _pick_dump_file, parse_hlo_text  # noqa: PLC2701 - see above
 
 from memmap.cascade.library import ATTENTION_CASCADES, attention_1pass
 from memmap.cascade.passes import analyze_passes, extent_of
@@ -882,7 +882,7 @@ def detect_attention(graph_or_hlo, *, stage: str = "after") -> list[AttentionMat
     """
     text, where, graph = _read_hlo(graph_or_hlo, stage)
     try:
-        module = _parse(text, where, None if where == "<string>" else where)
+        module = parse_hlo_text(text, where, None if where == "<string>" else where)
     except HloImportError as e:
         raise BadInputError(str(e)) from None
     proto = _ModuleProto()

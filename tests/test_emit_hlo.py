@@ -1,0 +1,423 @@
+"""Annotated HLO (memmap.emit_hlo) and reading plans back from it (memmap.import_plan).
+
+Round trips on the bundled examples, the external dumps and random HLO modules; a hand-made
+module with a tuple-producing call, a while loop, a spill, a prefetched reload, a writeback and
+tiered slow reads whose annotated text is checked line by line; bad input; numerics of the
+CPU-executable variant against jax.jit on real models.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import memmap
+from memmap.budgets import compute_budgets
+from memmap.cli import main
+from memmap.emit.hlo import EmitError, executable_variant, run_hlo_on_cpu
+from memmap.emit.hlo_plan import AnnotatedHloError
+from memmap.errors import PlanError
+from memmap.ir.synthetic import random_hlo
+from memmap.plan import Plan, Residency, Transfer
+from memmap.problem import Problem, Target
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = [ROOT / "examples" / "small_cnn_train.after.hlo", ROOT / "examples" / "lstm.before.hlo"]
+EXTERNAL = sorted((ROOT / "tests" / "data" / "external").glob("*.hlo"))
+
+
+def budgets(g, activations_only=False):
+    return compute_budgets(Problem(g, Target("t", 1 << 50), "strict", activations_only))
+
+
+def assert_round_trip(g, plan):
+    """emit -> XLA's parser + HloSchedule.verify() -> import_plan == plan, and it verifies."""
+    from jaxlib import _hlo
+
+    text = memmap.emit_hlo(g, plan)
+    module = _hlo.hlo_module_from_text(text)
+    module.schedule().verify()
+    assert "is_scheduled=true" in text.splitlines()[0]
+    back = memmap.import_plan(text)
+    assert back.problem.graph == g
+    assert (back.problem.mode, back.problem.activations_only, back.problem.target) == \
+        (plan.problem.mode, plan.problem.activations_only, plan.problem.target)
+    assert back.schedule == plan.schedule
+    assert back.residencies == plan.residencies
+    assert back.transfers == plan.transfers
+    assert memmap.verify_plan(back, graph=g).ok
+    return text
+
+
+@pytest.mark.parametrize("path", EXAMPLES + EXTERNAL, ids=lambda p: p.name)
+@pytest.mark.parametrize("mode", ["strict", "tiered"])
+def test_round_trip_bundled_and_external(path, mode):
+    g = memmap.import_hlo(path, xla_cost=False)
+    cap = budgets(g).m_r_bytes if mode == "strict" else budgets(g).m_r_bytes // 2
+    plan = memmap.optimize(g, scratchpad=cap, mode=mode, solver="belady")
+    text = assert_round_trip(g, plan)
+    n_moves = sum(t.kind != "evict" for t in plan.transfers)
+    assert text.count(" copy-start(") == n_moves and text.count(" copy-done(") == n_moves
+    assert ":S(1)}" in text
+    # The Plan's JSON written by `memmap optimize` is what the annotations say.
+    again = Plan.from_json(plan.to_json())
+    back = memmap.import_plan(text)
+    assert (back.schedule, back.residencies, back.transfers) == \
+        (again.schedule, again.residencies, again.transfers)
+
+
+# --------------------------------------------------------------------------------------------
+# A hand-made module, a hand-made tiered plan, and the text it must give
+
+HAND = """HloModule handmade
+
+body {
+  s = (s32[], f32[64]{0}) parameter(0)
+  i = s32[] get-tuple-element(s), index=0
+  one = s32[] constant(1)
+  i2 = s32[] add(i, one)
+  x = f32[64]{0} get-tuple-element(s), index=1
+  x2 = f32[64]{0} add(x, x)
+  ROOT t = (s32[], f32[64]{0}) tuple(i2, x2)
+}
+
+cond {
+  s = (s32[], f32[64]{0}) parameter(0)
+  i = s32[] get-tuple-element(s), index=0
+  n = s32[] constant(3)
+  ROOT lt = pred[] compare(i, n), direction=LT
+}
+
+pair {
+  a = f32[64]{0} parameter(0)
+  na = f32[64]{0} negate(a)
+  ea = f32[64]{0} exponential(a)
+  ROOT t = (f32[64]{0}, f32[64]{0}) tuple(na, ea)
+}
+
+ENTRY main {
+  p = f32[64]{0} parameter(0)
+  w = f32[64]{0} parameter(1)
+  c = (f32[64]{0}, f32[64]{0}) call(p), to_apply=pair
+  c0 = f32[64]{0} get-tuple-element(c), index=0
+  c1 = f32[64]{0} get-tuple-element(c), index=1
+  ca = f32[64]{0} add(c0, w)
+  b = f32[64]{0} multiply(ca, ca)
+  zero = s32[] constant(0)
+  init = (s32[], f32[64]{0}) tuple(zero, b)
+  loop = (s32[], f32[64]{0}) while(init), condition=cond, body=body
+  lx = f32[64]{0} get-tuple-element(loop), index=1
+  d = f32[64]{0} add(lx, c1)
+  ROOT out = (f32[64]{0}, f32[64]{0}) tuple(d, c0)
+}
+"""
+
+
+def hand_plan():
+    """Tiered, steps c(0) a(1) b(2) loop(3) d(4): c's two results are created in the scratchpad;
+    c{1} is spilled at step 0 and prefetched back at step 2 for d (step 4); c{0} (an output) is
+    written back at step 1; p is loaded; w, b and the loop counter are read from off-chip memory;
+    the loop's state leaf {1} and its body peak live in the scratchpad; d is produced off-chip."""
+    g = memmap.import_hlo(HAND, xla_cost=False)
+    v = {x.name: x.id for x in g.values}
+    problem = Problem(g, Target("t", 4096, alignment_bytes=64), "tiered", False)
+    res = [Residency(v["p"], 0, 0, 768), Residency(v["c{0}"], 0, 1, 0),
+           Residency(v["c{1}"], 0, 0, 256), Residency(v["ca"], 1, 2, 1024),
+           Residency(v["c{1}"], 2, 4, 512), Residency(v["loop{1}"], 3, 4, 1280),
+           Residency(v["loop.body_peak"], 3, 3, 1536)]
+    trs = [Transfer(0, "load", v["p"], 256), Transfer(0, "spill", v["c{1}"], 256),
+           Transfer(1, "writeback", v["c{0}"], 256), Transfer(2, "reload", v["c{1}"], 256)]
+    plan = Plan.assemble(problem, [0, 1, 2, 3, 4], res, trs, solver="hand")
+    assert memmap.verify_plan(plan).ok, memmap.verify_plan(plan).errors
+    return g, plan
+
+
+def entry_lines(text):
+    body = text[text.index("ENTRY"):].splitlines()[1:]
+    return [line.strip() for line in body[:body.index("}")]]
+
+
+def line_of(lines, name):
+    (hit,) = [k for k, line in enumerate(lines) if line.lstrip("ROOT ").startswith(f"%{name} =")]
+    return hit
+
+
+def test_hand_made_module_annotations():
+    g, plan = hand_plan()
+    text = assert_round_trip(g, plan)
+    lines = entry_lines(text)
+    get = lambda name: lines[line_of(lines, name)]  # noqa: E731
+    # Results created in the scratchpad carry S(1) and their offsets / last steps.
+    assert get("c").startswith("%c = (f32[64]{0:S(1)}, f32[64]{0:S(1)}) call(%memmap.load.p.done)")
+    assert 'memmap_scratchpad="{0}:0:1;{1}:256:0"' in get("c")
+    assert 'memmap_operands="0=p"' in get("c")
+    # w is read from off-chip memory (tiered): a reads the scratchpad c{0} and the original w.
+    assert get("ca").startswith("%ca = f32[64]{0:S(1)} add(%c0, %w)")
+    # b is produced off-chip; the loop reads the original tuple (no copy involved).
+    assert get("b").startswith("%b = f32[64]{0} multiply(%ca, %ca)")
+    assert get("loop").startswith("%loop = (s32[], f32[64]{0:S(1)}) while(%init)")
+    assert 'memmap_temporary="1536:3"' in get("loop")
+    # Spill of c{1}: issued after c (step 0), done after the last step of its residency (0).
+    spill, spill_done = line_of(lines, "memmap.spill.c.1"), line_of(lines, "memmap.spill.c.1.done")
+    assert line_of(lines, "c") < spill < spill_done < line_of(lines, "ca")
+    assert "(f32[64]{0}, f32[64]{0:S(1)}, u32[]) copy-start(%c1)" in lines[spill]
+    assert 'memmap_inserted="spill"' in lines[spill] and 'memmap_value="c{1}"' in lines[spill]
+    # Writeback of c{0} after a (step 1); the ROOT reads it.
+    wb = line_of(lines, "memmap.writeback.c.0")
+    assert line_of(lines, "ca") < wb < line_of(lines, "b")
+    # The reload of c{1} is a prefetch: issued before b (step 2), done just before d (step 4).
+    re_, re_done = line_of(lines, "memmap.reload.c.1"), line_of(lines, "memmap.reload.c.1.done")
+    assert line_of(lines, "ca") < re_ < line_of(lines, "b") < line_of(lines, "loop") < re_done < line_of(lines, "d")
+    assert "(f32[64]{0:S(1)}, f32[64]{0}, u32[]) copy-start(%memmap.spill.c.1.done)" in lines[re_]
+    assert 'memmap_scratchpad="{0}:512:4"' in lines[re_]
+    assert get("d").startswith("%d = f32[64]{0} add(%lx, %memmap.reload.c.1.done)")
+    assert 'memmap_operands="1=c1"' in get("d")
+    assert lines[-1].startswith("ROOT %memmap.tuple.out = (f32[64]{0}, f32[64]{0}) "
+                                "tuple(%d, %memmap.writeback.c.0.done)")
+    # The loop state {1} lives in the scratchpad across iterations.
+    body = text[text.index("%body"):text.index("%cond")]
+    assert "%s = (s32[], f32[64]{0:S(1)}) parameter(0)" in body
+    assert "%x2 = f32[64]{0:S(1)} add(%x, %x)" in body
+    assert "ROOT %t = (s32[], f32[64]{0:S(1)}) tuple(%i2, %x2)" in body
+    cond = text[text.index("%cond"):text.index("ENTRY")]
+    assert "%s.1 = (s32[], f32[64]{0:S(1)}) parameter(0)" in cond
+    # The annotated module computes what the input does (XLA:CPU, async copies made synchronous).
+    args = [np.linspace(-1, 1, 64, dtype=np.float32), np.linspace(2, 3, 64, dtype=np.float32)]
+    variant = executable_variant(text)
+    assert "copy-start" not in variant and ":S(1)}" in variant
+    for want, got in zip(run_hlo_on_cpu(HAND, args), run_hlo_on_cpu(variant, args), strict=True):
+        assert want.tobytes() == got.tobytes()
+
+
+def test_while_in_place_pair_shares_its_offset():
+    """A while loop's operand leaf and result leaf sharing one scratchpad buffer (an in-place
+    pair, docs/semantics.md) are both S(1) at the same offset in the annotated module."""
+    g = memmap.import_hlo(EXAMPLES[1], xla_cost=False)
+    plan = memmap.optimize(g, scratchpad=budgets(g).m_r_bytes, mode="strict", solver="msa")
+    pos = {o: t for t, o in enumerate(plan.schedule)}
+    at = lambda v, t: next(r for r in plan.residencies if r.value == v and r.start <= t <= r.end)  # noqa: E731
+    shared = [(op, out, inp) for op in g.ops for out, inp in op.inplace
+              if at(out, pos[op.id]).offset == at(inp, pos[op.id]).offset]
+    assert shared
+    text = assert_round_trip(g, plan)
+    op, out, inp = shared[0]
+    lines = entry_lines(text)
+    loop = lines[line_of(lines, op.name)]
+    k = g.hlo_values[op.name].index(out)   # the loop state is a flat tuple: leaf k is {k}
+    entries = loop.split('memmap_scratchpad="')[1].split('"')[0].split(";")
+    offset = at(inp, pos[op.id]).offset
+    assert f"{{{k}}}:{offset}:{at(out, pos[op.id]).end}" in entries
+    assert loop.split(" while(")[0].count(":S(1)}") >= 1
+
+
+def test_strict_and_activations_only_on_the_hand_module():
+    g = memmap.import_hlo(HAND, xla_cost=False)
+    for ao in (False, True):
+        b = budgets(g, ao)
+        for cap in sorted({b.m_r_bytes, b.m_h_bytes}):
+            for solver in ("msa", "minpeak"):
+                plan = memmap.optimize(g, scratchpad=cap, mode="strict", solver=solver,
+                                       activations_only=ao)
+                text = assert_round_trip(g, plan)
+                if ao:  # parameters stay off-chip: never copied
+                    assert "memmap.load.p" not in text and "memmap.load.w" not in text
+
+
+# --------------------------------------------------------------------------------------------
+# Random HLO modules (while loops, tuple-returning calls), every baseline, budgets and modes
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), num_ops=st.integers(1, 24), params=st.integers(1, 4),
+       consts=st.integers(0, 2), mode=st.sampled_from(["strict", "tiered"]), ao=st.booleans(),
+       solver=st.sampled_from(["msa", "belady", "minpeak"]), budget=st.sampled_from(["M_R", "M_H", "M_P"]),
+       align=st.sampled_from([1, 64, 512]))
+def test_random_modules_round_trip(seed, num_ops, params, consts, mode, ao, solver, budget, align):
+    text = random_hlo(seed, num_ops=num_ops, num_params=params, num_consts=consts,
+                      loop_prob=0.2, pair_prob=0.2)
+    g = memmap.import_hlo(text, xla_cost=False)
+    b = compute_budgets(Problem(g, Target("t", 1 << 50, alignment_bytes=align), "strict", ao))
+    cap = {"M_R": b.m_r_bytes, "M_H": b.m_h_bytes, "M_P": b.m_p_bytes}[budget]
+    if cap <= 0:
+        return
+    tgt = Target("t", cap, alignment_bytes=align)
+    plan = memmap.optimize(g, target=tgt, mode=mode, solver=solver, activations_only=ao)
+    assert_round_trip(g, plan)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_modules_numerics(seed):
+    text = random_hlo(seed, num_ops=14, num_params=3, num_consts=1, loop_prob=0.25, pair_prob=0.25)
+    g = memmap.import_hlo(text, xla_cost=False)
+    rng = np.random.default_rng(seed)
+    params = sorted((v for v in g.values if v.kind == "parameter"), key=lambda v: int(v.name[1:]))
+    args = [rng.standard_normal(v.shape).astype(np.float32) for v in params]
+    want = run_hlo_on_cpu(text, args)
+    mode = ("strict", "tiered")[seed % 2]
+    plan = memmap.optimize(g, scratchpad=budgets(g).m_r_bytes, mode=mode, solver="belady")
+    got = run_hlo_on_cpu(executable_variant(memmap.emit_hlo(g, plan)), args)
+    assert [x.tobytes() for x in got] == [x.tobytes() for x in want]
+
+
+# --------------------------------------------------------------------------------------------
+# Numerics on real models: bit for bit against jax.jit
+
+
+@pytest.mark.parametrize("name", ["mlp.train", "small_cnn.train", "lstm.train"])
+def test_real_models_match_jax_jit_bit_for_bit(name):
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.emit_bench import numerics_round_trip
+
+    result = numerics_round_trip(name, mode="strict", seed=0)
+    assert result["copies"] > 0 and result["outputs"] > 1
+    assert result["bitwise_equal"], result
+
+
+def _jax_programs():
+    import jax
+    import jax.numpy as jnp
+
+    def mlp(p, x):  # returns a pytree
+        h = jnp.tanh(x @ p["w1"] + p["b1"])
+        return {"out": h @ p["w2"], "aux": (h.sum(), jnp.maximum(h, 0))}
+
+    def rnn(w, xs):  # lax.scan: a while loop
+        def step(h, x):
+            h = jnp.tanh(h @ w + x)
+            return h, h.sum()
+        return jax.lax.scan(step, jnp.zeros(xs.shape[1:]), xs)
+
+    def train(p, x):  # a gradient step
+        loss, grads = jax.value_and_grad(lambda q: jnp.sum(mlp(q, x)["out"] ** 2))(p)
+        return loss, jax.tree.map(lambda a, b: a - 0.1 * b, p, grads)
+
+    rng = np.random.default_rng(0)
+    p = {"w1": rng.standard_normal((16, 32)).astype(np.float32),
+         "b1": rng.standard_normal(32).astype(np.float32),
+         "w2": rng.standard_normal((32, 8)).astype(np.float32)}
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    w, xs = rng.standard_normal((8, 8)).astype(np.float32), rng.standard_normal((5, 3, 8)).astype(np.float32)
+    return [(mlp, (p, x)), (rnn, (w, xs)), (train, (p, x))]
+
+
+@pytest.mark.parametrize("k", [0, 1, 2], ids=["pytree_mlp", "scan", "grad_step"])
+def test_jax_programs_both_stages(k):
+    """from_jax, post-optimization (what memmap.jit plans by default) and pre-optimization; the
+    pre-optimization annotated module runs bit for bit like jax.jit."""
+    import jax
+
+    fn, args = _jax_programs()[k]
+    for stage, mode in (("optimized", "strict"), ("lowered", "tiered")):
+        g = memmap.from_jax(fn, *args, stage=stage)
+        plan = memmap.optimize(g, scratchpad=budgets(g).m_r_bytes, mode=mode, solver="belady")
+        text = assert_round_trip(g, plan)
+        assert " copy-start(" in text
+    want = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.jit(fn)(*args))]
+    got = run_hlo_on_cpu(executable_variant(text), jax.tree_util.tree_leaves(args))
+    assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_a_plan_that_fails_verification_is_never_emitted():
+    g, plan = hand_plan()
+    r = plan.residencies[0]
+    bad = Plan.assemble(plan.problem, plan.schedule,
+                        [Residency(r.value, r.start, r.end, r.offset + 1)] + list(plan.residencies[1:]),
+                        plan.transfers, solver="hand")
+    with pytest.raises(PlanError, match="does not verify.*alignment"):
+        memmap.emit_hlo(g, bad)
+
+
+def test_graph_without_hlo_and_already_annotated_input():
+    g, plan = hand_plan()
+    from_json = Plan.from_json(plan.to_json())
+    with pytest.raises(EmitError, match="no HLO module"):
+        memmap.emit_hlo(from_json.problem.graph, from_json)
+    annotated = memmap.import_hlo(memmap.emit_hlo(g, plan), xla_cost=False)
+    with pytest.raises(EmitError, match="already annotated"):
+        memmap.emit_hlo(annotated, memmap.optimize(annotated, scratchpad="1MiB", solver="msa"))
+
+
+def test_recovered_plan_can_be_annotated_again():
+    g, plan = hand_plan()
+    back = memmap.import_plan(memmap.emit_hlo(g, plan))
+    again = memmap.import_plan(memmap.emit_hlo(back.problem.graph, back))
+    assert (again.schedule, again.residencies, again.transfers) == \
+        (plan.schedule, plan.residencies, plan.transfers)
+
+
+def test_hand_edits_are_caught_with_one_line():
+    g, plan = hand_plan()
+    text = memmap.emit_hlo(g, plan)
+    # d reads the spilled-and-evicted original c{1} instead of the reload: not what the plan says
+    edited = text.replace("add(%lx, %memmap.reload.c.1.done)", "add(%lx, %c1)")
+    with pytest.raises(AnnotatedHloError, match=r"operator 'd' \(step 4\) reads its original buffer of 'c\{1\}'"):
+        memmap.import_plan(edited)
+    # a copy that names another value than it copies
+    edited = text.replace('memmap_value="c{1}"', 'memmap_value="c{0}"', 1)
+    with pytest.raises(AnnotatedHloError, match=r"says it copies 'c\{0\}' but copies 'c\{1\}'"):
+        memmap.import_plan(edited)
+    # a reload whose destination is not the scratchpad
+    edited = text.replace("(f32[64]{0:S(1)}, f32[64]{0}, u32[]) copy-start(%memmap.spill",
+                          "(f32[64]{0}, f32[64]{0}, u32[]) copy-start(%memmap.spill")
+    with pytest.raises(AnnotatedHloError, match="a reload copies into the scratchpad"):
+        memmap.import_plan(edited)
+    with pytest.raises(AnnotatedHloError, match="not annotated by memmap"):
+        memmap.import_plan(HAND)
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_optimize_writes_annotated_hlo_and_verify_reads_it(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run(["optimize", EXAMPLES[1], "--scratchpad", "2MiB", "--mode", "tiered",
+                             "--solver", "belady", "-o", out, "--json", "--no-plot"], capsys)
+    assert code == 0, err
+    annotated = Path(json.loads(stdout)["annotated_hlo_path"])
+    assert annotated == out / "annotated.hlo"
+    plan = Plan.from_json(out / "plan.json")
+    back = memmap.import_plan(annotated)
+    assert (back.schedule, back.residencies, back.transfers) == \
+        (plan.schedule, plan.residencies, plan.transfers)
+    code, stdout, err = run(["verify", annotated, "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["valid"] is True
+    code, stdout, err = run(["verify", EXAMPLES[1], out / "plan.json"], capsys)
+    assert code == 0, err
+    # Hand edit: move one scratchpad buffer onto another that is resident at the same time.
+    (tmp_path / "edited.hlo").write_text(_overlap_edit(annotated.read_text(), plan))
+    code, stdout, err = run(["verify", tmp_path / "edited.hlo"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "overlaps" in lines[0], err
+    assert "Traceback" not in err
+    code, stdout, err = run(["verify", EXAMPLES[1]], capsys)
+    assert code == 2 and "not annotated by memmap" in err and len(err.strip().splitlines()) == 1
+
+
+def _overlap_edit(text: str, plan: Plan) -> str:
+    """Give a load's residency the offset of another value resident at its first step."""
+    g = plan.problem.graph
+    for tr in plan.transfers:
+        if tr.kind != "load":
+            continue
+        mine = next(r for r in plan.residencies if r.value == tr.value and r.start == tr.step)
+        other = next((r for r in plan.residencies if r.value != tr.value
+                      and r.start <= mine.start <= r.end and r.offset != mine.offset), None)
+        if other is None:
+            continue
+        old = f'memmap_scratchpad="{{0}}:{mine.offset}:{mine.end}",memmap_value="{g.values[tr.value].name}"'
+        assert old in text
+        return text.replace(old, old.replace(f":{mine.offset}:", f":{other.offset}:"))
+    raise AssertionError("no load to move")
