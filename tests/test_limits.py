@@ -271,7 +271,7 @@ def test_optimize_time_limit_holds_on_a_large_program(big_program, tmp_path, sol
     assert code in (0, 4), run.text()
     assert wall < limit + OVERSHOOT_BOUND_S, (wall, run.last_line())
     if code == 0:
-        assert {p.name for p in out.iterdir()} == {"plan.json", "report.md", "timeline.png"}
+        assert {p.name for p in out.iterdir()} == {"plan.json", "annotated.hlo", "report.md", "timeline.png"}
     assert _leftovers(tmp_path) == []
 
 
