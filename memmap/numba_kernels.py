@@ -1,7 +1,7 @@
 """Optional numba compilation for memmap's compiled kernels (``ilp/alloc.py``'s branch and bound,
 ``ilp/schedule_search.py``'s evaluator).
 
-``jit`` compiles a function with numba (``nopython``, cached on disk, GIL released) when numba
+``compile_kernel`` compiles a function with numba (``nopython``, cached on disk, GIL released) when numba
 is installed and returns it unchanged otherwise: the kernels are written in the subset of
 Python that both run, with identical results. ``warn_interpreted`` warns once per kernel when
 they run interpreted.
@@ -20,7 +20,7 @@ BACKEND = "numba" if numba is not None else "python"
 _warned: set[str] = set()
 
 
-def jit(fn):
+def compile_kernel(fn):
     """``numba.njit(cache=True, nogil=True)(fn)``, or ``fn`` itself without numba."""
     return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
 
@@ -33,4 +33,4 @@ def warn_interpreted(what: str, detail: str) -> None:
                       "(pip install numba==0.68.1)", RuntimeWarning, stacklevel=3)
 
 
-__all__ = ["BACKEND", "jit", "numba", "warn_interpreted"]
+__all__ = ["BACKEND", "compile_kernel", "numba", "warn_interpreted"]
