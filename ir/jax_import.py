@@ -59,7 +59,8 @@ def from_jax(fn: Callable, *args, stage: str = "optimized",
 def lowered_hlo(lowered, *, stage: str = "optimized", compiled=None) -> tuple[str, dict]:
     """The HLO text of a ``jax.stages.Lowered`` and the facts :func:`from_jax` records.
 
-    ``stage="lowered"``: ``lowered.as_text(dialect="hlo")`` (pre-optimization);
+    ``stage="lowered"``: ``lowered.as_text(dialect="hlo", debug_info=True)`` (pre-optimization,
+    with the metadata the post-optimization text also has: ``op_name``, source lines);
     ``stage="optimized"``: the post-optimization text of ``lowered.compile()`` (or of
     ``compiled`` when given), plus ``"xla_compiled_cost"`` and ``"xla_memory"`` in the info.
     """
@@ -67,7 +68,7 @@ def lowered_hlo(lowered, *, stage: str = "optimized", compiled=None) -> tuple[st
         raise ValueError(f"stage must be one of {_STAGES}, got {stage!r}")
     info: dict = {"stage": stage}
     if stage == "lowered":
-        return lowered.as_text(dialect="hlo"), info
+        return lowered.as_text(dialect="hlo", debug_info=True), info
     compiled = lowered.compile() if compiled is None else compiled
     info["xla_compiled_cost"] = _compiled_cost(compiled)
     info["xla_memory"] = _memory(compiled)
