@@ -178,7 +178,7 @@ def summary_markdown(rows, solvers) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTION_ORDER = ("mapping", "fusemax", "alloc", "ilp", "rl", "torch")
+SECTION_ORDER = ("mapping", "fusemax", "alloc", "ilp", "rl", "torch", "jit")
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -199,7 +199,8 @@ def write_results(path: Path, new_sections: dict[str, str]) -> None:
             "Sections are regenerated independently: `python benchmarks/run.py` (memory mapping), "
             "`python benchmarks/run.py --sections fusemax`, `python benchmarks/alloc_bench.py` via "
             "`python benchmarks/run.py --sections alloc`, `python benchmarks/ilp_bench.py` (ilp), "
-            "`python benchmarks/rl_bench.py` (rl), `python benchmarks/torch_bench.py` (torch).", ""]
+            "`python benchmarks/rl_bench.py` (rl), `python benchmarks/torch_bench.py` (torch), "
+            "`python benchmarks/jit_bench.py` (memmap.jit).", ""]
     for name in SECTION_ORDER:
         if name in old:
             text.append(f"<!-- section:{name} -->\n{old[name].rstrip()}\n")

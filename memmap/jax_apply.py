@@ -336,8 +336,12 @@ def tagged_function(like: Callable, traced, static_argnums: Sequence[int], stati
 def applied_function(like: Callable, traced, static_argnums: Sequence[int], static_argnames: Sequence[str],
                      decisions: Sequence["Decision"]) -> Callable:
     """The function behind ``traced`` with the decisions' offloads and recomputations."""
-    actions = {(d.site, d.output): _Action(d.action, d.split, d.chain)
-               for d in decisions if d.action in ("offload", "remat")}
+    actions = {}
+    for d in decisions:
+        if d.action in ("offload", "remat"):
+            actions[(d.site, d.output)] = _Action(d.action, d.split, d.chain)
+            for site, out, chain in d.derived:
+                actions.setdefault((site, out), _Action("remat", d.split, chain))
     return _flat_function(like, traced.jaxpr, traced.in_tree, traced.out_tree, static_argnums,
                           static_argnames, _Evaluator(actions))
 
@@ -438,6 +442,8 @@ class Decision:
       site, output: the jaxpr value it maps to (None when unmapped).
       split: uses at sites ``<= split`` read the original (see the module docstring).
       chain: remat: the sites recomputed, in order (the last one produces the value).
+      derived: ``(site, output, chain)`` of values XLA recomputes from this one in the operators
+        after its reload; their late uses read them recomputed from the late copy.
       spill_reload_bytes: the plan's spill + reload bytes of the value.
       reload_s: those bytes at the target's off-chip bandwidth (cost model).
       recompute_s: modelled time of the operators recomputed (remat only).
@@ -451,6 +457,7 @@ class Decision:
     output: int | None = None
     split: int = -1
     chain: tuple[int, ...] = ()
+    derived: tuple[tuple[int, int, tuple[int, ...]], ...] = ()
     spill_reload_bytes: int = 0
     reload_s: float = 0.0
     recompute_s: float | None = None
@@ -480,11 +487,11 @@ class _Liveness:
         return origin is None or self.buffer.get(origin, -1) >= step
 
 
-def _remat_chain(program: TaggedProgram, live: _Liveness, site: int, step: int
-                 ) -> tuple[tuple[int, ...], str]:
+def _remat_chain(program: TaggedProgram, live: _Liveness, site: int, step: int,
+                 provided: tuple[int, int] | None = None) -> tuple[tuple[int, ...], str]:
     """Sites to re-bind so that ``site``'s outputs exist again at plan step ``step``: inputs
-    whose HLO buffers are alive then are read, the others (dead, or never materialised by
-    XLA) are recomputed too. Returns ``(chain, "")`` or ``((), reason)``."""
+    whose HLO buffers are alive then (and ``provided``) are read, the others (dead, or never
+    materialised by XLA) are recomputed too. Returns ``(chain, "")`` or ``((), reason)``."""
     chain: set[int] = set()
     stack = [site]
     while stack:
@@ -497,8 +504,40 @@ def _remat_chain(program: TaggedProgram, live: _Liveness, site: int, step: int
         chain.add(s)
         if len(chain) > MAX_REMAT_SITES:
             return (), f"recomputing needs more than {MAX_REMAT_SITES} sites"
-        stack.extend(o[0] for o in st.inputs if not live.alive(o, step))
+        stack.extend(o[0] for o in st.inputs if o != provided and not live.alive(o, step))
     return tuple(sorted(chain)), ""
+
+
+def _derived(program: TaggedProgram, live: _Liveness, base: tuple[int, int], split: int,
+             step: int) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
+    """Values XLA recomputes from ``base`` inside the operators that read its reload.
+
+    XLA often keeps one buffer (say a convolution's output) and recomputes cheap functions of it
+    (bias add, ReLU mask) inside each fusion that needs them, early and late. In the jaxpr those
+    functions are sites ``<= split`` whose outputs are read after ``split`` but have no HLO buffer.
+    Each such output is returned as ``(site, output, chain)``: the chain of sites that
+    recomputes it from the late copy of ``base`` and values alive at plan step ``step``
+    (:func:`_remat_chain`). Outputs it cannot recompute are left out (read as they are)."""
+    region: set[int] = set()
+    frontier = [base]
+    while frontier and len(region) <= MAX_REMAT_SITES:
+        origin = frontier.pop()
+        for t in program.consumers.get(origin, ()):
+            st = program.sites[t]
+            outs = [(t, k) for k in range(len(st.out_avals))]
+            if (t > split or t in region or st.effectful or st.primitive in _NO_REMAT
+                    or any(o in live.buffer for o in outs)):
+                continue
+            region.add(t)
+            frontier.extend(outs)
+    found = []
+    for t in sorted(region):
+        for k in range(len(program.sites[t].out_avals)):
+            if any(c > split for c in program.consumers.get((t, k), ())):
+                chain, _ = _remat_chain(program, live, t, step, provided=base)
+                if chain:
+                    found.append((t, k, chain))
+    return tuple(found)
 
 
 def decide(plan: Plan, hlo_text: str, program: TaggedProgram, apply: str) -> list[Decision]:
@@ -513,7 +552,7 @@ def decide(plan: Plan, hlo_text: str, program: TaggedProgram, apply: str) -> lis
     pos = {o: t for t, o in enumerate(plan.schedule)}
     op_site = [site_of_op_name(op.op_name) for op in g.ops]
     times = step_times(plan) if apply == "remat" else []
-    live = _Liveness(plan, hlo_text, program) if apply == "remat" else None
+    live = _Liveness(plan, hlo_text, program)
     moved: dict[int, int] = defaultdict(int)
     first_reload: dict[int, int] = {}
     for tr in plan.transfers:
@@ -538,8 +577,9 @@ def decide(plan: Plan, hlo_text: str, program: TaggedProgram, apply: str) -> lis
         early = [op_site[c] for c in g.values[v].consumers
                  if pos[c] < reload_step and op_site[c] is not None]
         split = max(early + [site])
-        base["split"] = split
-        if not any(k > split for k in program.consumers.get((site, j), ())):
+        derived = _derived(program, live, where, split, reload_step)
+        base.update(split=split, derived=derived)
+        if not derived and not any(k > split for k in program.consumers.get(where, ())):
             out.append(Decision(action="keep", reason="no JAX-level use after the reload point "
                                 "(its uses are fused into operators that run before it)", **base))
             continue

@@ -291,6 +291,7 @@ class Jitted:
                                     name=self._name, info=info)
         except HloImportError as e:
             raise BadInputError(str(e)) from None
+        t2 = time.perf_counter()
         plan = optimize(graph, target=opt.target, mode=opt.mode, solver=opt.solver,
                         time_limit_s=opt.time_limit_s, seed=opt.seed)
         runner = self._jitted
@@ -300,7 +301,7 @@ class Jitted:
             runner = jax.jit(jax_apply.applied_function(self._fun, traced, *statics, decisions),
                              **jit_kwargs)
         plan.info["jit"] = {"stage": opt.stage, "xla_compile_s": t1 - t0 if compiled else None,
-                            "planning_s": time.perf_counter() - t1,
+                            "import_s": t2 - t1, "planning_s": time.perf_counter() - t1,
                             "signature": [str(a) for a in jax.tree_util.tree_leaves(traced.in_avals)]}
         return _Entry(runner=runner, plan=plan)
 
