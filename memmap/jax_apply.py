@@ -70,9 +70,6 @@ _TAG_RE = re.compile(rf"(?:^|/){TAG}(\d+)(?:/|$)")
 # Primitives whose body is evaluated inline (param holding the ClosedJaxpr).
 _INLINE = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
            "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr"}
-# Sites never recomputed: control flow (cost outside the model's per-operator view) and
-# primitives with effects.
-_NO_REMAT = frozenset({"while", "scan", "cond", "checkpoint", "remat", "custom_lin"})
 
 
 def site_of_op_name(op_name: str) -> int | None:
@@ -91,14 +88,15 @@ class Site:
       out_avals: ``[num_outputs]`` abstract values (``ShapedArray``) of its results.
       inputs: ``[num_inputs]`` where each input comes from: ``(site, output)``, or None for a
         function argument, a captured constant or a literal.
-      effectful: the equation has effects (never recomputed).
+      recomputable: no effects and no sub-program (control flow such as ``scan``/``while``/
+        ``cond``, or a ``checkpoint``): only such sites are ever re-bound.
     """
 
     index: int
     primitive: str
     out_avals: tuple
     inputs: tuple[tuple[int, int] | None, ...]
-    effectful: bool
+    recomputable: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +181,9 @@ class _Evaluator:
         return v.late
 
     def run(self, closed, flat_args: Sequence) -> list:
+        """Evaluate ``closed`` on ``flat_args`` (called once per trace of the function: every
+        trace numbers the sites from 0 again)."""
+        self.sites, self.saved, self.values = [], {}, {}
         outs = self._eval(closed.jaxpr, [_Slot(c, None) for c in closed.consts],
                           [_Slot(a, None) for a in flat_args])
         self.outputs = tuple(s.origin for s in outs)
@@ -214,9 +215,12 @@ class _Evaluator:
         return [read(a) for a in jaxpr.outvars]
 
     def _bind(self, eqn, ins: list[_Slot]) -> list[_Slot]:
+        from jax._src import core
+
         i = len(self.sites)
+        recomputable = not eqn.effects and not any(True for _ in core.jaxprs_in_params(eqn.params))
         self.sites.append(Site(i, eqn.primitive.name, tuple(v.aval for v in eqn.outvars),
-                               tuple(s.origin for s in ins), bool(eqn.effects)))
+                               tuple(s.origin for s in ins), recomputable))
         if i in self.keep:
             self.saved[i] = (eqn, ins)
         ans = _bind_tagged(eqn, [self.resolve(s, i) for s in ins], f"{TAG}{i}")
@@ -499,7 +503,7 @@ def _remat_chain(program: TaggedProgram, live: _Liveness, site: int, step: int,
         if s in chain:
             continue
         st = program.sites[s]
-        if st.effectful or st.primitive in _NO_REMAT:
+        if not st.recomputable:
             return (), f"site {s} ({st.primitive}) cannot be recomputed"
         chain.add(s)
         if len(chain) > MAX_REMAT_SITES:
@@ -525,7 +529,7 @@ def _derived(program: TaggedProgram, live: _Liveness, base: tuple[int, int], spl
         for t in program.consumers.get(origin, ()):
             st = program.sites[t]
             outs = [(t, k) for k in range(len(st.out_avals))]
-            if (t > split or t in region or st.effectful or st.primitive in _NO_REMAT
+            if (t > split or t in region or not st.recomputable
                     or any(o in live.buffer for o in outs)):
                 continue
             region.add(t)

@@ -206,6 +206,8 @@ def test_tagged_program_compiles_to_the_same_instructions():
     assert canon(a) == canon(b)
     sites = program().sites
     assert len(sites) > 50 and f"{jax_apply.TAG}{len(sites) - 1}/" in a
+    jax.make_jaxpr(tagged)(params, x, y)          # a second trace numbers the sites from 0 again
+    assert program().sites == sites
 
 
 # --------------------------------------------------------------------------------------------
