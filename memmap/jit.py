@@ -285,7 +285,6 @@ class Jitted:
             raise MemmapError(f"{self!r}: lowering or compiling failed: {_first_line(e)}") from e
         t1 = time.perf_counter()
         text, info = lowered_hlo(lowered, stage=opt.stage, compiled=compiled)
-        info["hlo_text"] = text
         try:
             graph = import_hlo_text(text, where=f"{self!r}", source=f"jax:{self._name}",
                                     name=self._name, info=info)
