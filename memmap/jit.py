@@ -343,8 +343,9 @@ class Jitted:
         from memmap.report import plan_report
 
         plan = self.plan(*args, **kwargs)
-        text = plan_report(plan, input_name=f"{self!r}: {', '.join(plan.info['jit']['signature'])}")
-        return text + _apply_section(plan)
+        sig = plan.info["jit"]["signature"]
+        shown = ", ".join(sig[:4]) + (f", ... ({len(sig)} arrays)" if len(sig) > 4 else "")
+        return plan_report(plan, input_name=f"{self!r}: {shown}") + _apply_section(plan)
 
     def annotated_hlo(self, *args, **kwargs) -> str:
         """The planned module with the plan written into it (``memmap.emit_hlo``)."""
