@@ -113,7 +113,8 @@ def test_mlp_pytree_bitwise_no_retrace_cached_plan():
     assert len(traces) == 2 and fast.plan(params, x8) is not plan
     assert memmap.verify_plan(fast.plan(params, x8)).ok
     report = fast.report(params, x)
-    assert report.startswith("# memmap plan: f") and "float32[16,48]" in report
+    assert report.startswith("# memmap plan: f") and "float32[48,32], ~float32[32]" in report
+    assert "(7 arrays)" in report
 
 
 def test_scan_recurrence_bitwise_and_planned_with_its_loop():
