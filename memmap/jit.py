@@ -194,7 +194,10 @@ class Jitted:
         functools.update_wrapper(self, fun)
         self._fun = fun
         self.options = options
-        self._jitted = jax.jit(fun, **options.jax_jit_kwargs())
+        try:
+            self._jitted = jax.jit(fun, **options.jax_jit_kwargs())
+        except (TypeError, ValueError) as e:     # jax.jit's own checks against the signature
+            raise BadInputError(f"memmap.jit({getattr(fun, '__name__', fun)!s}): {_first_line(e)}") from None
         info = self._jitted._jit_info          # jax's normalised static argnums/argnames
         self._static_argnums = tuple(info.static_argnums)
         self._static_argnames = tuple(info.static_argnames)
@@ -242,17 +245,16 @@ class Jitted:
             entry = self._entries.get(key)
             if entry is None:
                 try:
-                    try:
-                        entry = self._make_entry(args, kwargs)
-                    except MemmapError:
-                        raise
-                    except Exception as e:  # noqa: BLE001 - a bug of ours must not crash the user's program silently
-                        raise MemmapError(f"{self!r}: internal error while planning: {_first_line(e)}") from e
-                except MemmapError as e:
+                    entry = self._make_entry(args, kwargs)
+                except Exception as e:  # noqa: BLE001 - every failure is reported or falls back
+                    err = e if isinstance(e, MemmapError) else MemmapError(
+                        f"{self!r}: internal error while planning: {_first_line(e)}")
                     if self.options.on_failure == "raise":
-                        raise
-                    warnings.warn(f"{e}; running plain jax.jit", PlanningWarning, stacklevel=4)
-                    entry = _Entry(runner=self._jitted, error=e)
+                        if err is e:
+                            raise
+                        raise err from e
+                    warnings.warn(f"{err}; running plain jax.jit", PlanningWarning, stacklevel=4)
+                    entry = _Entry(runner=self._jitted, error=err)
                 self._entries[key] = entry
             return entry
 

@@ -277,6 +277,7 @@ def test_remat_cuts_temp_bytes_with_identical_numerics(spilling_step):
     (dict(static_argnums="0"), "static_argnums"),
     (dict(time_limit_s=0), "time_limit_s"),
     (dict(keep_unused="yes"), "keep_unused"),
+    (dict(static_argnames="nope"), "invalid argnames"),        # jax.jit's own check
 ])
 def test_bad_options_fail_at_decoration(kwargs, match):
     with pytest.raises(BadInputError, match=match) as e:
