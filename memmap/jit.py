@@ -49,29 +49,18 @@ class PlanningWarning(UserWarning):
     """``on_failure="warn"``: planning failed and the function runs as plain ``jax.jit``."""
 
 
-def _index_tuple(name: str, value) -> tuple[int, ...]:
+def _tuple_of(name: str, value, kind: type) -> tuple:
+    """``value`` (None, one ``kind`` or a sequence of them) as a tuple, as jax.jit accepts it."""
     if value is None:
         return ()
-    items = (value,) if isinstance(value, int) else value
+    items = (value,) if isinstance(value, kind) else value
     try:
         items = tuple(items)
     except TypeError:
-        raise BadInputError(f"memmap.jit: {name} must be an int or a sequence of ints, got {value!r}") from None
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
-        raise BadInputError(f"memmap.jit: {name} must be an int or a sequence of ints, got {value!r}")
-    return items
-
-
-def _name_tuple(name: str, value) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    items = (value,) if isinstance(value, str) else value
-    try:
-        items = tuple(items)
-    except TypeError:
-        raise BadInputError(f"memmap.jit: {name} must be a str or a sequence of str, got {value!r}") from None
-    if not all(isinstance(i, str) for i in items):
-        raise BadInputError(f"memmap.jit: {name} must be a str or a sequence of str, got {value!r}")
+        items = None
+    if items is None or not all(isinstance(i, kind) and not isinstance(i, bool) for i in items):
+        raise BadInputError(f"memmap.jit: {name} must be a {kind.__name__} or a sequence of "
+                            f"{kind.__name__}, got {value!r}")
     return items
 
 
@@ -119,10 +108,8 @@ class JitOptions:
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        put("static_argnums", _index_tuple("static_argnums", self.static_argnums))
-        put("donate_argnums", _index_tuple("donate_argnums", self.donate_argnums))
-        put("static_argnames", _name_tuple("static_argnames", self.static_argnames))
-        put("donate_argnames", _name_tuple("donate_argnames", self.donate_argnames))
+        for name in ("static_argnums", "donate_argnums", "static_argnames", "donate_argnames"):
+            put(name, _tuple_of(name, getattr(self, name), int if name.endswith("nums") else str))
         opts = self.compiler_options
         if isinstance(opts, dict):
             opts = tuple(sorted(opts.items()))
