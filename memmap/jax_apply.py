@@ -25,12 +25,14 @@ How values are mapped (docs/jit.md has the long version):
    ``k`` is after every site whose HLO instruction reads the value before that reload (the
    fusion roots; fused uses have smaller site numbers than their root). Late uses read the
    offloaded/recomputed copy; early uses and the function's outputs read the original.
+4. **Derived values.** Cheap functions of the value that XLA recomputes inside the operators
+   after the reload (bias add, ReLU mask) are sites with no HLO buffer and late uses: those late
+   uses read them recomputed from the late copy (:func:`_derived`).
 
 What cannot be mapped (left as is, with the reason in :class:`Decision`): values XLA created
 without metadata, values inside a loop body (the plan sees a ``while`` as one operator), outputs
 of a multi-output site that two outputs of equal shape make ambiguous, and spilled values with
-no jaxpr use after the split (all their uses were fused into operators that run before the
-reload).
+no jaxpr use after the split, direct or derived.
 
 Offload places ``jax.device_put(x, jax.memory.Space.Host)`` after the producing site and
 ``jax.device_put(host_copy, jax.memory.Space.Device)`` before the first late use: on GPU/TPU
@@ -39,7 +41,8 @@ host offloader turns into copies; XLA:CPU drops them (no host memory space), so 
 program is unchanged. Remat re-binds the site (and any input sites whose values are dead by the
 late use, at most :data:`MAX_REMAT_SITES`) behind ``lax.optimization_barrier`` on its inputs,
 which is how ``jax.checkpoint(prevent_cse=True)`` keeps XLA from merging a recomputation with
-the original; XLA:CPU removes such barriers (``cse_barrier_expander``) unless that pass is
+the original, plus an anchor (the latest value the late use depends on) so that XLA cannot
+schedule the recomputation long before the use; XLA:CPU removes such barriers (``cse_barrier_expander``) unless that pass is
 disabled, which :mod:`memmap.jit` does for ``apply="remat"``. A value is recomputed only when
 the cost model (:func:`memmap.cost.step_times`, the target's off-chip bandwidth) says its
 recomputation is faster than its spill and reloads.
