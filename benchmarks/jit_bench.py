@@ -13,10 +13,11 @@ XLA's compile.
 
 Part 2, per workload: a strict-mode budget of the planned graph (``--budget``: M_R, default, or
 M_H; memmap.budgets, with weights, npu-4mib bandwidths), ``memmap.jit(..., apply="remat")``:
-spilled values, how many are mapped to jaxpr values and recomputed, XLA:CPU temp bytes (``memory_analysis()``) and FLOPs
-(``cost_analysis()``) before (``jax.jit`` with the same ``cse_barrier_expander`` option) and
-after, and whether the outputs on random inputs are bit-identical to ``jax.jit``'s. The same
-numbers for ``apply="offload"`` are only the mapped counts (XLA:CPU drops host offload).
+spilled values, how many are mapped to jaxpr values and recomputed, XLA:CPU temp bytes
+(``memory_analysis()``) and FLOPs (``cost_analysis()``) before (``jax.jit`` with the same
+``cse_barrier_expander`` option) and after, and whether memmap.jit's check on the first call
+(random inputs) found the remat program bit-identical to ``jax.jit`` (else it runs
+``jax.jit``). For ``apply="offload"`` only the counts (XLA:CPU drops host offload).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -47,10 +49,11 @@ REMAT_TARGET = "npu-4mib"
 
 
 def _materialize(args, seed: int = 0):
-    """Random arrays for a pytree of ShapeDtypeStructs (floats ~ N(0, 0.05), integers 0)."""
+    """Random arrays for a pytree of ShapeDtypeStructs (floats uniform in [0, 0.1): optimiser
+    second moments must not be negative; integers 0)."""
     leaves, tree = jax.tree_util.tree_flatten(args)
     keys = jax.random.split(jax.random.PRNGKey(seed), max(1, len(leaves)))
-    out = [jax.random.normal(k, s.shape, s.dtype) * 0.05 if jnp.issubdtype(s.dtype, jnp.floating)
+    out = [jax.random.uniform(k, s.shape, s.dtype, 0.0, 0.1) if jnp.issubdtype(s.dtype, jnp.floating)
            else jnp.zeros(s.shape, s.dtype) for k, s in zip(keys, leaves)]
     return jax.tree_util.tree_unflatten(tree, out)
 
@@ -94,7 +97,7 @@ def remat_row(name: str, budget: str, log) -> dict:
     opts = dict(target=REMAT_TARGET, scratchpad=cap, mode="strict")
     row = {"workload": name, "budget": budget, "budget_bytes": cap}
     for apply in ("offload", "remat"):
-        fast = memmap.jit(fn, apply=apply, **opts)
+        fast = memmap.jit(fn, apply=apply, on_failure="warn", **opts)
         decisions = fast.plan(*args).info["apply"]["decisions"]
         row[f"{apply}_spilled"] = len(decisions)
         row[f"{apply}_mapped"] = sum(d["site"] is not None for d in decisions)
@@ -106,7 +109,11 @@ def remat_row(name: str, budget: str, log) -> dict:
                flops_before=float(before.cost_analysis()["flops"]),
                flops_after=float(after.cost_analysis()["flops"]))
     real = _materialize(args)
-    row["bitwise"] = _same(fast(*real), jax.jit(fn)(*real))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", memmap.PlanningWarning)
+        out = fast(*real)                        # the first call checks the bits against jax.jit
+    assert _same(out, jax.jit(fn)(*real)), name  # the result is jax.jit's either way
+    row["bitwise"] = fast.plan(*args).info["apply"]["numerics"].startswith("bitwise")
     log(f"{name}: {row}")
     return row
 
@@ -138,8 +145,11 @@ def results_markdown(plan_rows: list[dict], remat_rows: list[dict], runs: int, b
               "Spilled = values the plan spills; mapped = traced back to a jaxpr value; applied = offloaded "
               "(every mapped value with a use after its reload) or recomputed (where the cost model says "
               "recomputing is faster than the spill and reloads). Temp bytes and FLOPs: XLA:CPU's "
-              "`memory_analysis()` / `cost_analysis()`, before = `jax.jit` with the same "
-              "`cse_barrier_expander` option. Bitwise: outputs on random inputs equal `jax.jit`'s.", "",
+              "`memory_analysis()` / `cost_analysis()` of the program with remat applied, before = "
+              "`jax.jit` with the same `cse_barrier_expander` option. Bitwise: the first call (random "
+              "inputs) of the remat program gave exactly `jax.jit`'s bits; where it did not (XLA "
+              "rewrote a recomputed operator differently), memmap.jit ran plain `jax.jit` instead, so "
+              "the temp/FLOP change of that row is not realised.", "",
               "| workload | budget MiB | spilled | mapped | offloaded | recomputed | temp MiB before | after | change | GFLOP before | after | extra FLOPs | bitwise |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in remat_rows:
@@ -148,7 +158,7 @@ def results_markdown(plan_rows: list[dict], remat_rows: list[dict], runs: int, b
             f"{r['offload_applied']} | {r['remat_applied']} | {r['temp_before'] / 2**20:.2f} | "
             f"{r['temp_after'] / 2**20:.2f} | {_pct(r['temp_after'], r['temp_before'])} | "
             f"{r['flops_before'] / 1e9:.3f} | {r['flops_after'] / 1e9:.3f} | "
-            f"{_pct(r['flops_after'], r['flops_before'])} | {'yes' if r['bitwise'] else 'NO'} |")
+            f"{_pct(r['flops_after'], r['flops_before'])} | {'yes' if r['bitwise'] else 'no: runs jax.jit'} |")
     return "\n".join(lines) + "\n"
 
 

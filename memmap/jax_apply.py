@@ -69,6 +69,10 @@ TAG = "memmap_eqn"
 REMAT_TAG = "memmap_remat"
 MAX_REMAT_SITES = 16
 _ANCHOR_SEARCH = 256   # sites visited when looking for a recomputation's anchor
+# Never recomputed: XLA's algebraic simplifier rewrites divisions depending on the graph around
+# them (x / c -> x * (1 / c), (a / b) / c -> a / (b * c)), so a recomputed division can differ
+# from the original in the last bit.
+_INEXACT = frozenset({"div"})
 _TAG_RE = re.compile(rf"(?:^|/){TAG}(\d+)(?:/|$)")
 # Primitives whose body is evaluated inline (param holding the ClosedJaxpr).
 _INLINE = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr",
@@ -141,7 +145,7 @@ class _Slot:
 
 @dataclasses.dataclass(frozen=True)
 class _Action:
-    kind: str                      # "offload" | "remat"
+    kind: str                      # "offload" | "remat" | "derive" (recomputed from a late copy)
     split: int                     # uses at sites <= split read the original
     chain: tuple[int, ...] = ()    # remat: sites to re-bind, in order (the last produces it)
 
@@ -221,7 +225,8 @@ class _Evaluator:
         from jax._src import core
 
         i = len(self.sites)
-        recomputable = not eqn.effects and not any(True for _ in core.jaxprs_in_params(eqn.params))
+        recomputable = (not eqn.effects and eqn.primitive.name not in _INEXACT
+                        and not any(True for _ in core.jaxprs_in_params(eqn.params)))
         self.sites.append(Site(i, eqn.primitive.name, tuple(v.aval for v in eqn.outvars),
                                tuple(s.origin for s in ins), recomputable))
         if i in self.keep:
@@ -259,9 +264,12 @@ class _Evaluator:
         return [value] if _is_tracer(value) else []
 
     def _recompute(self, action: _Action, site: int) -> list:
-        """Re-bind ``action.chain`` for a use at ``site``, behind one optimization barrier over
-        its inputs from outside the chain and an anchor (:meth:`_anchor`); returns the last
-        chain site's outputs."""
+        """Re-bind ``action.chain`` for a use at ``site``; returns the last chain site's
+        outputs. A ``"remat"`` chain reads its inputs through one optimization barrier (with an
+        anchor, :meth:`_anchor`) so XLA neither merges it with the original nor hoists it; a
+        ``"derive"`` chain reads the late copy of its base, which already keeps it apart, and
+        needs no barrier (where the late copy is the original, as after an offload on XLA:CPU,
+        XLA merges it back and the program is unchanged)."""
         from jax import lax
 
         chain = set(action.chain)
@@ -271,11 +279,12 @@ class _Evaluator:
                 if slot.origin is None or slot.origin[0] not in chain:
                     outside.setdefault(id(slot), slot)
         vals = [self.resolve(slot, site) for slot in outside.values()]
-        traced = [k for k, v in enumerate(vals) if _is_tracer(v)]
-        barrier = lax.optimization_barrier((tuple(vals[k] for k in traced),
-                                            tuple(self._anchor(site, action.split))))[0]
-        for k, v in zip(traced, barrier, strict=True):
-            vals[k] = v
+        if action.kind == "remat":
+            traced = [k for k, v in enumerate(vals) if _is_tracer(v)]
+            barrier = lax.optimization_barrier((tuple(vals[k] for k in traced),
+                                                tuple(self._anchor(site, action.split))))[0]
+            for k, v in zip(traced, barrier, strict=True):
+                vals[k] = v
         got = dict(zip(outside, vals, strict=True))
         local: dict[tuple[int, int], object] = {}
         ans: list = []
@@ -348,7 +357,7 @@ def applied_function(like: Callable, traced, static_argnums: Sequence[int], stat
         if d.action in ("offload", "remat"):
             actions[(d.site, d.output)] = _Action(d.action, d.split, d.chain)
             for site, out, chain in d.derived:
-                actions.setdefault((site, out), _Action("remat", d.split, chain))
+                actions.setdefault((site, out), _Action("derive", d.split, chain))
     return _flat_function(like, traced.jaxpr, traced.in_tree, traced.out_tree, static_argnums,
                           static_argnames, _Evaluator(actions))
 

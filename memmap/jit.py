@@ -161,7 +161,24 @@ class _Entry:
 
     runner: Callable                 # the jax.jit function that runs for this signature
     plan: Plan | None = None
-    error: MemmapError | None = None
+    error: MemmapError | None = None  # planning failed (plan None) or, with apply, the check did
+    reference: Callable | None = None  # with apply: jax.jit of the planned program, until checked
+
+
+def _bitwise_equal(a, b) -> bool:
+    """Same pytree, dtypes, shapes and bytes in every leaf."""
+    import jax
+    import numpy as np
+
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    if ta != tb:
+        return False
+    for x, y in zip(la, lb):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
+            return False
+    return True
 
 
 def _first_line(e: BaseException) -> str:
@@ -261,13 +278,14 @@ class Jitted:
         keep_barriers = opt.apply == "remat" and jax.default_backend() == "cpu"
         jit_kwargs = opt.jax_jit_kwargs(keep_barriers=keep_barriers)
         statics = (self._static_argnums, self._static_argnames)
-        program = None
+        program = reference = None
         try:
             if opt.apply is None:
                 lowered = traced.lower()
             else:
                 tagged, program = jax_apply.tagged_function(self._fun, traced, *statics)
-                lowered = jax.jit(tagged, **jit_kwargs).lower(*args, **kwargs)
+                reference = jax.jit(tagged, **jit_kwargs)
+                lowered = reference.lower(*args, **kwargs)
             t0 = time.perf_counter()
             compiled = lowered.compile() if opt.stage == "optimized" else None
         except Exception as e:  # noqa: BLE001
@@ -291,7 +309,7 @@ class Jitted:
         plan.info["jit"] = {"stage": opt.stage, "xla_compile_s": t1 - t0 if compiled else None,
                             "import_s": t2 - t1, "planning_s": time.perf_counter() - t1,
                             "signature": [str(a) for a in jax.tree_util.tree_leaves(traced.in_avals)]}
-        return _Entry(runner=runner, plan=plan)
+        return _Entry(runner=runner, plan=plan, reference=reference)
 
     # ---- the jax.jit surface -------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -301,7 +319,52 @@ class Jitted:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._plan_signature(key, args, kwargs)
+        if entry.reference is not None:
+            return self._first_applied_call(entry, args, kwargs)
+        if entry.error is not None and entry.plan is not None and self.options.on_failure == "raise":
+            raise entry.error
         return entry.runner(*args, **kwargs)
+
+    def _first_applied_call(self, entry: _Entry, args: tuple, kwargs: dict):
+        """The first call of a signature with ``apply``: run the program with the plan applied
+        and the planned program (instruction for instruction ``jax.jit``'s) on the same
+        arguments (on copies when arguments are donated, so nothing is lost) and compare the
+        results bit for bit. XLA's algebraic simplifier rewrites divisions and reassociates
+        differently when a recomputation changes the graph, so an applied plan can change the
+        last bits; then the signature runs as plain ``jax.jit`` (``on_failure="warn"``) or the
+        call raises (``"raise"``)."""
+        import jax
+
+        with self._lock:
+            reference, entry.reference = entry.reference, None
+        if reference is None:                      # another thread checked meanwhile
+            return self(*args, **kwargs)
+        opt = self.options
+        donating = bool(opt.donate_argnums or opt.donate_argnames)
+
+        def fresh():
+            if not donating:
+                return args, kwargs
+            return jax.tree_util.tree_map(lambda a: a.copy() if isinstance(a, jax.Array) else a,
+                                          (args, kwargs))
+
+        a, k = fresh()
+        expected = reference(*a, **k)
+        a, k = fresh()
+        got = entry.runner(*a, **k)
+        applied = entry.plan.info["apply"]
+        if _bitwise_equal(got, expected):
+            applied["numerics"] = "bitwise equal to jax.jit on the first call"
+            return entry.runner(*args, **kwargs) if donating else got
+        applied["numerics"] = "differs from jax.jit on the first call: runs as plain jax.jit"
+        entry.runner = self._jitted
+        entry.error = MemmapError(
+            f"{self!r}: apply={opt.apply!r} changes the result's bits on the first call (XLA "
+            "rewrites the recomputed operators differently); not applied")
+        if opt.on_failure == "raise":
+            raise entry.error
+        warnings.warn(f"{entry.error}; running plain jax.jit", PlanningWarning, stacklevel=3)
+        return self._jitted(*args, **kwargs) if donating else expected
 
     def lower(self, *args, **kwargs):
         """``jax.stages.Lowered`` of what runs for these arguments (plans them if needed)."""
@@ -321,9 +384,11 @@ class Jitted:
     # ---- memmap's surface ----------------------------------------------------------------
     def plan(self, *args, **kwargs) -> Plan:
         """The verified plan for these arguments' signature (cached; nothing runs). Arguments
-        may be arrays or ``jax.ShapeDtypeStruct``s. Raises the planning error, if any."""
+        may be arrays or ``jax.ShapeDtypeStruct``s. Raises the planning error, if any. With
+        ``apply``, ``plan.info["apply"]`` says what was applied and, after the first call,
+        ``["numerics"]`` whether the results matched ``jax.jit``'s."""
         entry = self._entry(args, kwargs, what="plan()")
-        if entry.error is not None:
+        if entry.plan is None:
             raise entry.error
         return entry.plan
 

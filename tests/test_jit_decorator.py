@@ -237,6 +237,7 @@ def test_offload_annotates_exactly_the_planned_tensors_for_cuda(spilling_step):
     fast = memmap.jit(train_step, apply="offload", **opts)
     assert _same(fast(*args), jax.jit(train_step)(*args))      # on CPU the program is unchanged
     plan = fast.plan(*args)
+    assert plan.info["apply"]["numerics"] == "bitwise equal to jax.jit on the first call"
     assert memmap.verify_plan(plan).ok
     decisions = plan.info["apply"]["decisions"]
     planned = sorted(d["site"] for d in decisions if d["action"] == "offload")
@@ -253,6 +254,7 @@ def test_remat_cuts_temp_bytes_with_identical_numerics(spilling_step):
     fast = memmap.jit(train_step, apply="remat", **opts)
     assert _same(fast(*args), jax.jit(train_step)(*args))
     plan = fast.plan(*args)
+    assert plan.info["apply"]["numerics"] == "bitwise equal to jax.jit on the first call"
     decisions = plan.info["apply"]["decisions"]
     remat = [d for d in decisions if d["action"] == "remat"]
     assert remat and all(d["recompute_s"] < d["reload_s"] for d in remat)
@@ -260,6 +262,31 @@ def test_remat_cuts_temp_bytes_with_identical_numerics(spilling_step):
     after = fast.lower(*args).compile()
     assert after.memory_analysis().temp_size_in_bytes < before.memory_analysis().temp_size_in_bytes
     assert after.cost_analysis()["flops"] >= before.cost_analysis()["flops"]
+
+
+def test_applied_plan_that_changes_bits_is_not_used(monkeypatch, spilling_step):
+    """The first call of a signature with apply= compares the applied program with jax.jit bit
+    for bit; a difference (here injected: one ulp) falls back to jax.jit or raises, and donated
+    arguments survive the check."""
+    args, opts = spilling_step
+    real_applied = jax_apply.applied_function
+
+    def off_by_one_ulp(*a, **k):
+        fn = real_applied(*a, **k)
+        return lambda *xs, **kw: jax.tree_util.tree_map(lambda v: jnp.nextafter(v, jnp.inf), fn(*xs, **kw))
+
+    monkeypatch.setattr(jax_apply, "applied_function", off_by_one_ulp)
+    ref = jax.jit(train_step)(*args)
+    fast = memmap.jit(train_step, apply="offload", on_failure="warn", **opts)
+    with pytest.warns(memmap.PlanningWarning, match="changes the result's bits"):
+        assert _same(fast(*args), ref)
+    assert _same(fast(*args), ref)
+    assert fast.plan(*args).info["apply"]["numerics"].startswith("differs")
+    strict = memmap.jit(train_step, apply="remat", donate_argnums=0, **opts)
+    params = jax.tree_util.tree_map(jnp.array, args[0])
+    with pytest.raises(MemmapError, match="changes the result's bits"):
+        strict(params, *args[1:])
+    assert not any(a.is_deleted() for a in jax.tree_util.tree_leaves(params))   # nothing lost
 
 
 # --------------------------------------------------------------------------------------------
