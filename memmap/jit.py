@@ -16,7 +16,8 @@ post-optimization module of the compiled program (fusions and XLA's schedule: wh
 ``stage="lowered"`` plans the pre-optimization module.
 
 ``apply="offload"`` / ``apply="remat"`` turn the plan's spills into host offload or
-recomputation through JAX (memmap.jax_apply); the decorated function then runs that variant.
+recomputation through JAX (memmap.jax_apply); the decorated function then runs that variant
+(compiled once more), after its first call found it bit-identical to ``jax.jit``.
 """
 
 from __future__ import annotations
