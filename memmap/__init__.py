@@ -17,7 +17,7 @@ from memmap.cost import simulate
 from memmap.errors import (BadInputError, InfeasibleError, MemmapError, PlanError, SolverTimeoutError,
                            TraceError)
 from memmap.ir import Graph, GraphBuilder, from_jax, from_torch, import_hlo, import_pt2
-from memmap.jit import JitOptions, Jitted, PlanningWarning, jit  # noqa: F811 - memmap.jit is the decorator
+from memmap.jit import JitOptions, Jitted, PlanningWarning, jit  # the name memmap.jit is the decorator
 from memmap.pipeline import optimize
 from memmap.plan import Plan, Residency, Transfer
 from memmap.problem import PRESETS, Problem, Target, get_target, parse_size
