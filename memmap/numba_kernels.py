@@ -1,5 +1,5 @@
 """Optional numba compilation for memmap's compiled kernels (``ilp/alloc.py``'s branch and bound,
-``ilp/schedule_search.py``'s evaluator).
+``ilp/schedule_search.py``'s evaluator, ``rl/game.py``'s DMA-time kernel).
 
 ``compile_kernel`` compiles a function with numba (``nopython``, cached on disk, GIL released) when numba
 is installed and returns it unchanged otherwise: the kernels are written in the subset of
