@@ -52,10 +52,10 @@ import numpy as np
 
 from memmap import limits
 from memmap.errors import BadInputError
-from memmap.jit import BACKEND as SEARCH_BACKEND
-from memmap.jit import jit as _jit
-from memmap.jit import numba as _numba
-from memmap.jit import warn_interpreted
+from memmap.numba_kernels import BACKEND as SEARCH_BACKEND
+from memmap.numba_kernels import compile_kernel as _jit
+from memmap.numba_kernels import numba as _numba
+from memmap.numba_kernels import warn_interpreted
 
 __all__ = ["AllocProblem", "AllocResult", "read_minimalloc_csv", "solve_alloc", "check_alloc",
            "peak_live", "pack_buffers", "STATUSES"]

@@ -48,10 +48,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from memmap import limits
-from memmap.jit import BACKEND as EVALUATOR_BACKEND
-from memmap.jit import jit as _jit
-from memmap.jit import numba as _numba
-from memmap.jit import warn_interpreted
+from memmap.numba_kernels import BACKEND as EVALUATOR_BACKEND
+from memmap.numba_kernels import compile_kernel as _jit
+from memmap.numba_kernels import numba as _numba
+from memmap.numba_kernels import warn_interpreted
 from memmap.problem import Problem
 
 # The evaluator is one kernel over int64 arrays, compiled with numba when it is installed (about

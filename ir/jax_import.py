@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from .graph import Graph
 from .hlo import import_hlo_text
 
-__all__ = ["from_jax"]
+__all__ = ["from_jax", "lowered_hlo"]
 
 _STAGES = ("optimized", "lowered")
 
@@ -51,16 +51,28 @@ def from_jax(fn: Callable, *args, stage: str = "optimized",
     fname = _fn_name(fn)
     lowered = jax.jit(fn, keep_unused=True, static_argnums=static_argnums,
                       donate_argnums=donate_argnums).lower(*args)
-    info: dict = {"stage": stage}
-    if stage == "lowered":
-        text = lowered.as_text(dialect="hlo")
-    else:
-        compiled = lowered.compile()
-        text = compiled.as_text()
-        info["xla_compiled_cost"] = _compiled_cost(compiled)
-        info["xla_memory"] = _memory(compiled)
+    text, info = lowered_hlo(lowered, stage=stage)
     where = f"jax:{fname}"
     return import_hlo_text(text, where=where, source=where, name=name or fname, info=info)
+
+
+def lowered_hlo(lowered, *, stage: str = "optimized", compiled=None) -> tuple[str, dict]:
+    """The HLO text of a ``jax.stages.Lowered`` and the facts :func:`from_jax` records.
+
+    ``stage="lowered"``: ``lowered.as_text(dialect="hlo", debug_info=True)`` (pre-optimization,
+    with the metadata the post-optimization text also has: ``op_name``, source lines);
+    ``stage="optimized"``: the post-optimization text of ``lowered.compile()`` (or of
+    ``compiled`` when given), plus ``"xla_compiled_cost"`` and ``"xla_memory"`` in the info.
+    """
+    if stage not in _STAGES:
+        raise ValueError(f"stage must be one of {_STAGES}, got {stage!r}")
+    info: dict = {"stage": stage}
+    if stage == "lowered":
+        return lowered.as_text(dialect="hlo", debug_info=True), info
+    compiled = lowered.compile() if compiled is None else compiled
+    info["xla_compiled_cost"] = _compiled_cost(compiled)
+    info["xla_memory"] = _memory(compiled)
+    return compiled.as_text(), info
 
 
 def _compiled_cost(compiled) -> dict | None:

@@ -8,6 +8,8 @@ the scratchpad at which offset and when, and which are spilled, reloaded or pref
     >>> plan = memmap.optimize(g, target="npu-4mib", mode="strict")      # doctest: +SKIP
     >>> memmap.verify_plan(plan).ok                                      # doctest: +SKIP
     True
+    >>> step = memmap.jit(train_step, scratchpad="4MiB")                 # doctest: +SKIP
+    >>> step(params, batch); step.plan(params, batch)                    # doctest: +SKIP
 """
 
 # first: in the memmap command only, Ctrl-C while it imports itself ends it cleanly (exit 130)
@@ -16,8 +18,10 @@ from memmap.budgets import Budgets, compute_budgets
 from memmap.cost import simulate
 from memmap.emit.hlo import emit_hlo
 from memmap.emit.hlo_plan import import_plan
-from memmap.errors import BadInputError, InfeasibleError, MemmapError, PlanError, SolverTimeoutError
+from memmap.errors import (BadInputError, InfeasibleError, MemmapError, PlanError, SolverTimeoutError,
+                           TraceError)
 from memmap.ir import Graph, GraphBuilder, from_jax, from_torch, import_hlo, import_pt2
+from memmap.jit import JitOptions, Jitted, PlanningWarning, jit  # the name memmap.jit is the decorator
 from memmap.pipeline import optimize
 from memmap.plan import Plan, Residency, Transfer
 from memmap.problem import PRESETS, Problem, Target, get_target, parse_size
@@ -40,8 +44,9 @@ def _register_envs() -> None:
 _register_envs()
 
 __all__ = [
-    "BadInputError", "Budgets", "Graph", "GraphBuilder", "InfeasibleError", "MemmapError", "PRESETS",
-    "Plan", "PlanError", "Problem", "Residency", "SolverTimeoutError", "Target", "Transfer",
-    "VerifyResult", "compute_budgets", "emit_hlo", "from_jax", "from_torch", "get_target",
-    "import_hlo", "import_plan", "import_pt2", "optimize", "parse_size", "simulate", "verify_plan",
+    "BadInputError", "Budgets", "Graph", "GraphBuilder", "InfeasibleError", "JitOptions", "Jitted",
+    "MemmapError", "PRESETS", "Plan", "PlanError", "PlanningWarning", "Problem", "Residency",
+    "SolverTimeoutError", "Target", "TraceError", "Transfer", "VerifyResult", "compute_budgets", "emit_hlo",
+    "from_jax", "from_torch", "get_target", "import_hlo", "import_plan", "import_pt2", "jit", "optimize",
+    "parse_size", "simulate", "verify_plan",
 ]

@@ -29,6 +29,11 @@ class BadInputError(MemmapError, ValueError):
     exit_code = EXIT_BAD_INPUT
 
 
+class TraceError(BadInputError):
+    """``jax.jit`` cannot trace the function given to ``memmap.jit`` (the message names the
+    function and the first line of JAX's error; the JAX exception is the ``__cause__``)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Culprit:
     """An operator whose working set alone exceeds the scratchpad."""

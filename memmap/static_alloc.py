@@ -2,7 +2,7 @@
 best-fit placement in several orders, keeping the lowest height. Used for M_P upper bounds
 and by the baselines; the exact allocator lives in the ILP package.
 
-The placement loop is a compiled kernel (:mod:`memmap.jit`) that finds the time-overlapping
+The placement loop is a compiled kernel (:mod:`memmap.numba_kernels`) that finds the time-overlapping
 placed buffers through per-step live lists, so one order costs about the number of
 time-overlapping pairs (times a log for sorting each buffer's neighbours by offset), not
 ``n^2``: 63k buffers in about a second instead of 12 s.
@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from memmap import limits
-from memmap.jit import jit, warn_interpreted
+from memmap.numba_kernels import compile_kernel as jit
+from memmap.numba_kernels import warn_interpreted
 
 _INF = np.iinfo(np.int64).max
 # buffers placed between two checks of the deadline and of Ctrl-C

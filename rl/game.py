@@ -55,7 +55,7 @@ import numpy as np
 
 from memmap.cost import memory_boundedness
 from memmap.errors import MemmapError
-from memmap.jit import jit
+from memmap.numba_kernels import compile_kernel
 from memmap.plan import Plan, Residency, Transfer
 from memmap.problem import Problem
 
@@ -267,7 +267,7 @@ def make_instance(problem: Problem, *, num_offsets: int = DEFAULT_NUM_OFFSETS,
 
 # -- the cost model, exactly as memmap.cost.simulate on the decoded plan ----------------------
 
-@jit
+@compile_kernel
 def _earliest(eng):
     """Index of the DMA queue that frees first (heapq's pop in memmap.cost.simulate)."""
     k = 0
@@ -277,7 +277,7 @@ def _earliest(eng):
     return k
 
 
-@jit
+@compile_kernel
 def _dma_time(op_time, l_step, l_size, l_use, w_step, w_size, w_dead, engines, dma_bw):
     n = len(op_time)
     eng = np.zeros(engines)
