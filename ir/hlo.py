@@ -35,7 +35,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .graph import Graph, GraphBuilder, GraphError
+from .graph import MAX_SIZE_BYTES, Graph, GraphBuilder, GraphError
+from .hlo_check import check_shapes, check_text_hazards
 from .hlo_proto import PRIMITIVE_TYPES, TUPLE_TYPE, parse_module_proto
 
 __all__ = ["HloImportError", "import_hlo", "import_hlo_text", "benchmark_import",
@@ -102,11 +103,19 @@ def _dtype_bits(element_type: int, where: str) -> tuple[str, int]:
 
 
 def _size_bytes(shape, where: str) -> int:
-    """Bytes of an array leaf shape: ``ceil(prod(dims) * bits / 8)``."""
-    _, bits = _dtype_bits(shape.element_type, where)
+    """Bytes of an array leaf shape: ``ceil(prod(dims) * bits / 8)``, at most MAX_SIZE_BYTES."""
+    dtype, bits = _dtype_bits(shape.element_type, where)
     if bits == 0:
         return 0
-    return (math.prod(shape.dimensions) * bits + 7) // 8
+    dims = ",".join(map(str, shape.dimensions))
+    if any(d < 0 for d in shape.dimensions):
+        raise HloImportError(where, f"{dtype}[{dims}] has an unbounded dynamic dimension; memmap "
+                                    f"needs a size bound for every buffer")
+    size = (math.prod(shape.dimensions) * bits + 7) // 8
+    if size > MAX_SIZE_BYTES:
+        raise HloImportError(where, f"{dtype}[{dims}] is {size} bytes, more than the 2**62 bytes "
+                                    f"memmap can plan (sizes are 64-bit integers in its solvers)")
+    return size
 
 
 def _leaf_name(inst_name: str, index: tuple[int, ...]) -> str:
@@ -149,8 +158,9 @@ def _trip_count(backend_config: bytes) -> int | None:
 class _Module:
     """The decoded module plus memoised per-computation analyses (costs, body peaks)."""
 
-    def __init__(self, proto, where: str):
+    def __init__(self, proto, where: str, instructions: dict[int, object] | None = None):
         self.proto = proto
+        self._all = instructions  # every instruction by id (ids are unique in a module)
         self.where = where
         self.comps = {c.id: c for c in proto.computations}
         self.sequences = {k: v.instruction_ids for k, v in proto.schedule.sequences.items()}
@@ -162,6 +172,8 @@ class _Module:
         self.async_alias_mismatch: list[str] = []
 
     def instructions_by_id(self, comp) -> dict[int, object]:
+        if self._all is not None:
+            return self._all
         d = self._by_id.get(comp.id)
         if d is None:
             d = self._by_id[comp.id] = {i.id: i for i in comp.instructions}
@@ -415,8 +427,8 @@ def _leaf_elements(shape) -> int:
 
 
 def _build_graph(module, proto, *, where: str, source: str, name: str | None,
-                 info: dict) -> Graph:
-    mod = _Module(proto, where)
+                 info: dict, instructions: dict[int, object] | None = None) -> Graph:
+    mod = _Module(proto, where, instructions)
     entry = mod.comps.get(proto.entry_computation_id)
     if entry is None:
         raise HloImportError(where, "the module has no ENTRY computation")
@@ -619,8 +631,11 @@ def _textual_topological_order(module, entry, op_insts, op_inputs: list[list[int
 
 
 def _parse(text: str, where: str, path: str | None):
+    """XLA's parser on ``text``, after :func:`~memmap.ir.hlo_check.check_text_hazards` has
+    refused the inputs on which that parser would stop the process."""
     from jaxlib import _hlo
 
+    check_text_hazards(text, where, lambda reason: HloImportError(where, reason, path=path))
     try:
         return _hlo.hlo_module_from_text(text)
     except Exception as e:  # XLA raises RuntimeError/XlaRuntimeError with a multi-line message
@@ -650,16 +665,29 @@ def _xla_cost(module) -> tuple[dict | None, str | None]:
 def import_hlo_text(text: str, *, where: str = "<string>", source: str = "<string>",
                     path: str | None = None, name: str | None = None, xla_cost: bool = True,
                     info: dict | None = None) -> Graph:
-    """Import HLO module text. ``where`` prefixes error messages (the file name)."""
+    """Import HLO module text. ``where`` prefixes error messages (the file name).
+
+    Raises:
+      HloImportError: text XLA's parser rejects (or would abort on, see
+        :func:`~memmap.ir.hlo_check.check_text_hazards`), inconsistent shapes
+        (:func:`~memmap.ir.hlo_check.check_shapes`), a value over ``MAX_SIZE_BYTES``.
+    """
+    def error(reason: str) -> HloImportError:
+        return HloImportError(where, reason, path=path)
+
+    if not text.strip():
+        raise error("empty input: expected HLO module text (starting with 'HloModule')")
     module = _parse(text, where, path)
     proto = parse_module_proto(module.as_serialized_hlo_module_proto())
+    instructions = check_shapes(proto, error)
     info = dict(info or {})
     if xla_cost:
         info["xla_cost"], err = _xla_cost(module)
         if err:
             info["xla_cost_error"] = err
     try:
-        return _build_graph(module, proto, where=where, source=source, name=name, info=info)
+        return _build_graph(module, proto, where=where, source=source, name=name, info=info,
+                            instructions=instructions)
     except HloImportError as e:
         if e.path is None:
             e.path = path
@@ -712,10 +740,12 @@ def import_hlo(path_or_text: str | os.PathLike, *, stage: str = "after",
         path, info = _pick_dump_file(path, stage)
     try:
         text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise HloImportError(str(path), f"not an HLO text file (byte 0x{e.object[e.start]:02x} at "
+                                        f"offset {e.start} is not UTF-8)", path=str(path)) from None
+    except OSError as e:
         raise HloImportError(str(path), f"cannot read HLO file: {type(e).__name__}: "
-                                        f"{getattr(e, 'strerror', None) or e}",
-                             path=str(path)) from None
+                                        f"{e.strerror or e}", path=str(path)) from None
     info["path"] = str(path)
     return import_hlo_text(text, where=str(path), source=str(path), path=str(path), name=name,
                            xla_cost=xla_cost, info=info)
