@@ -50,7 +50,10 @@ _BITS = {name: bits for name, bits in PRIMITIVE_TYPES.values()}
 # segfault -- for some shapes or operand counts. Found by fuzzing and by parsing every opcode
 # with 0-3 operands and array, tuple and token result shapes; each has a rule in _check_heads.
 _FRAGILE_OPCODES = (b"tuple", b"dot", b"conditional", b"constant", b"partition-id",
-                    b"replica-id", b"recv", b"recv-done", b"reshape", b"dynamic-reshape")
+                    b"replica-id", b"recv", b"recv-done", b"reshape", b"dynamic-reshape",
+                    b"after-all", b"outfeed", b"send", b"send-done", b"get-dimension-size",
+                    b"set-dimension-size")
+_ONE_DIMENSION = re.compile(rb"\bdimensions=\{\s*\d+\s*\}")
 
 
 def _in_string(text: bytes, pos: int) -> bool:
@@ -196,8 +199,18 @@ def _check_head(data: bytes, opcode: bytes, at: int, width: int, error) -> None:
         if not (kind == "array" and dtype == b"u32" and elements == 1 and b"[]" in shape):
             fail(f"the shape must be u32[], not {shape.decode()}")
         return
-    if opcode in (b"tuple", b"recv") and kind != "tuple":
+    if opcode in (b"tuple", b"recv", b"send") and kind != "tuple":
         fail(f"the shape must be a tuple, not {shape.decode()}")
+    if opcode in (b"after-all", b"outfeed", b"send-done"):
+        # XLA gives these a token whatever the text says; a user reading it as an array crashes.
+        if not (kind == "token" and dtype == b"token"):
+            fail(f"the shape must be token[], not {shape.decode()}")
+        return
+    if opcode in (b"get-dimension-size", b"set-dimension-size"):
+        line_end = data.find(b"\n", at)
+        if not _ONE_DIMENSION.search(data, at, line_end if line_end != -1 else len(data)):
+            fail("needs dimensions={d}: exactly one dimension")
+        return
     args = _split_args(data, at + width)
     if args is None:
         return
@@ -509,6 +522,9 @@ class _Checker:
         d, out = (self.dims(ids[0]) if ids else None), self.dims(inst.id)
         if d is None or out is None:
             return
+        _need(len(d) >= 1 and len(ids) == 1 + len(d),
+              lambda: f"{len(ids) - 1} start indices for a rank-{len(d)} operand (XLA needs one per "
+                      f"dimension, and an operand of rank >= 1)")
         sizes = inst.dynamic_slice_sizes[:]
         _need(len(sizes) == len(d) and all(0 <= s <= n for s, n in zip(sizes, d)),
               lambda: f"dynamic_slice_sizes {_fmt_dims(sizes)} do not fit operand "
@@ -523,9 +539,22 @@ class _Checker:
         d, u, out = self.dims(ids[0]), self.dims(ids[1]), self.dims(inst.id)
         if d is None or u is None or out is None:
             return
+        _need(len(d) >= 1 and len(ids) == 2 + len(d),
+              lambda: f"{len(ids) - 2} start indices for a rank-{len(d)} operand (XLA needs one per "
+                      f"dimension, and an operand of rank >= 1)")
         _need(d == out, lambda: f"operand {_fmt_dims(d)} differs from the result {_fmt_dims(out)}")
         _need(len(u) == len(d) and all(x <= y for x, y in zip(u, d)),
               lambda: f"update {_fmt_dims(u)} does not fit operand {_fmt_dims(d)}")
+
+    def dimension_size(self, inst) -> None:
+        """get-dimension-size / set-dimension-size: one dimension of the first operand."""
+        ids = inst.operand_ids
+        d = self.dims(ids[0]) if ids else None
+        if d is None:
+            return
+        _need(len(inst.dimensions) == 1 and 0 <= inst.dimensions[0] < len(d),
+              lambda: f"dimensions={list(inst.dimensions)} is not one dimension of the operand "
+                      f"{_fmt_dims(d)}")
 
     def iota(self, inst) -> None:
         out = self.dims(inst.id)
@@ -765,6 +794,7 @@ _RULES = {
     "slice": _Checker.check_slice, "dynamic-slice": _Checker.dynamic_slice,
     "dynamic-update-slice": _Checker.dynamic_update_slice, "pad": _Checker.check_pad,
     "iota": _Checker.iota, "reverse": _Checker.reverse, "sort": _Checker.sort,
+    "get-dimension-size": _Checker.dimension_size, "set-dimension-size": _Checker.dimension_size,
     "reduce": _Checker.check_reduce, "reduce-window": _Checker.reduce_window,
     "convolution": _Checker.check_convolution, "get-tuple-element": _Checker.get_tuple_element,
     "tuple": _Checker.tuple_, "fusion": _Checker.fusion, "call": _Checker.call,

@@ -82,6 +82,14 @@ FILES: dict[str, str | bytes] = {
     "constant_token.hlo": _module(" ROOT c = token[] constant(0)"),
     "replica_id.hlo": _module(" ROOT c = f32[4] replica-id()"),
     "big_constant.hlo": _module(" ROOT c = f32[1000000000] constant({...})"),
+    "after_all_array.hlo": _module(" a = f32[4] parameter(0)\n b = f32[4] after-all(a)\n"
+                                   " ROOT c = f32[2,2] reshape(b)"),
+    "send_array.hlo": _module(" a = f32[4] parameter(0)\n b = token[] after-all()\n"
+                              " ROOT c = f32[4] send(a, b), channel_id=1"),
+    "dimension_size.hlo": _module(" a = s32[8,1] parameter(0)\n"
+                                  " ROOT c = s32[] get-dimension-size(a), dimensions={}"),
+    "dus_scalar.hlo": _module(" a = f32[] parameter(0)\n b = f32[] parameter(1)\n"
+                              " ROOT c = f32[] dynamic-update-slice(a, b)"),
     # Sizes beyond 64-bit integers.
     "absurd.hlo": _module(" a = f32[100000000000,100000000000] parameter(0)\n"
                           " b = f32[100000000000,100000000000] negate(a)\n"
@@ -204,6 +212,13 @@ CASES = [
     Case("replica-id not u32[]", _opt("{tmp}/replica_id.hlo"), 2, "must be u32[]"),
     Case("4 GB elided constant (XLA would fill 8 GB)", _opt("{tmp}/big_constant.hlo"), 2,
          "4000000000 bytes"),
+    Case("after-all with an array shape, read by a reshape", _opt("{tmp}/after_all_array.hlo"), 2,
+         "must be token[]"),
+    Case("send with an array shape", _opt("{tmp}/send_array.hlo"), 2, "must be a tuple"),
+    Case("get-dimension-size without dimensions (segfault)", _opt("{tmp}/dimension_size.hlo"), 2,
+         "exactly one dimension"),
+    Case("dynamic-update-slice of a scalar (segfault in XLA's cost analysis)",
+         _opt("{tmp}/dus_scalar.hlo"), 2, "rank-0 operand"),
     # absurd sizes (regression: OverflowError, exit 1)
     Case("f32[1e11,1e11], strict", _opt("{tmp}/absurd.hlo"), 2, "2**62"),
     Case("f32[1e11,1e11], tiered", _opt("{tmp}/absurd.hlo", "--mode", "tiered"), 2, "2**62"),
