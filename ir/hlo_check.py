@@ -5,19 +5,23 @@ jaxlib 0.10.2 exposes neither XLA's ``HloVerifier`` nor its shape inference on a
 (``jaxlib._hlo`` / ``jaxlib._jax`` have no such entry point; ``hlo_to_stablehlo`` converts a
 shape-inconsistent module without complaint), so the importer checks shapes itself:
 
-* :func:`check_text_hazards` runs on the text **before** XLA's parser, for the few inputs on which
-  that parser stops the whole process (a C++ ``CHECK`` failure, not an error it returns) or
-  materialises a huge literal: a parameter number with no parameter below it, a ``token``/
-  ``opaque`` type with dimensions, a ``reshape`` that changes the element count, an (elided)
-  constant over :data:`MAX_LITERAL_BYTES`. They were found by fuzzing (tests/test_bad_input.py).
+* :func:`check_text_hazards` runs on the text **before** XLA's parser, for the inputs on which
+  that parser stops the whole process (a C++ ``CHECK`` failure or a segfault, not an error it
+  returns) or materialises a huge literal: a gap in a computation's parameter numbers, a
+  ``token``/``opaque`` type with dimensions, a constant over :data:`MAX_LITERAL_BYTES`, and
+  shapes or operand counts of the opcodes in ``_FRAGILE_OPCODES`` (a ``reshape`` changing the
+  element count, a ``tuple`` with an array shape, a ``dot`` with one operand, ...). They were
+  found by fuzzing (tests/test_bad_input.py) and by parsing every opcode with 0-3 operands and
+  array, tuple and token shapes, and substituted into real modules' lines.
 * :func:`check_shapes` runs on the decoded ``HloModuleProto`` of every computation, before XLA's
   cost analysis (which also stops the process on some inconsistent shapes): the rules of XLA's
   shape inference for elementwise ops (same dimensions, scalar and size-1 broadcasting where
   XLA's inference allows it), ``select``, ``clamp``, ``dot``, ``reshape``, ``transpose``,
   ``broadcast``, ``concatenate``, ``slice``, ``dynamic-slice``, ``dynamic-update-slice``,
-  ``pad``, ``iota``, ``reverse``, ``sort``, ``reduce``, ``reduce-window``, ``convolution``
-  (dimension numbers in range), ``get-tuple-element``, ``tuple``, and the parameter lists of the
-  computations that ``fusion``, ``call`` and ``while`` call. Element types are not compared
+  ``pad``, ``iota``, ``reverse``, ``sort``, ``reduce``, ``reduce-window``,
+  ``get-dimension-size``, ``convolution`` (dimension numbers in range), ``get-tuple-element``,
+  ``tuple``, and the parameter lists of the computations that ``fusion``, ``call`` and
+  ``while`` call. Element types are not compared
   (XLA allows mixed precision in places), dynamic dimensions are compared at their bound and
   unbounded (``?``) dimensions are skipped.
 
@@ -48,7 +52,7 @@ _ARRAY = re.compile(rb"([a-z][a-z0-9]*)\[([^\]]*)\](?:\{[^}]*\})?")
 _BITS = {name: bits for name, bits in PRIMITIVE_TYPES.values()}
 # Opcodes on which XLA's parser (jaxlib 0.10.2) stops the process -- a C++ CHECK failure or a
 # segfault -- for some shapes or operand counts. Found by fuzzing and by parsing every opcode
-# with 0-3 operands and array, tuple and token result shapes; each has a rule in _check_heads.
+# with 0-3 operands and array, tuple and token result shapes; each has a rule in _check_head.
 _FRAGILE_OPCODES = (b"tuple", b"dot", b"conditional", b"constant", b"partition-id",
                     b"replica-id", b"recv", b"recv-done", b"reshape", b"dynamic-reshape",
                     b"after-all", b"outfeed", b"send", b"send-done", b"get-dimension-size",
@@ -310,10 +314,6 @@ class _Bad(Exception):
 _NOT_ARRAY = frozenset({TUPLE_TYPE, 14, 17, 34, 0})  # tuple, opaque, token, buffer, invalid
 
 
-def _is_array(shape) -> bool:
-    return shape.element_type not in _NOT_ARRAY
-
-
 def _dims(shape) -> list[int] | None:
     """Array dimensions (dynamic ones at their bound), or None for non-arrays / unbounded dims.
     (A list: slicing the protobuf container is the fastest read.)"""
@@ -365,7 +365,7 @@ _UNARY = frozenset({
 _BINARY = frozenset({
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "remainder", "power", "atan2",
     "and", "or", "xor", "shift-left", "shift-right-arithmetic", "shift-right-logical", "complex",
-    "compare"})
+    "compare", "stochastic-convert"})
 
 
 _UNSEEN = object()
@@ -451,6 +451,13 @@ class _Checker:
 
     # ---- the rules (one method per opcode family; RULES maps opcodes to them) --------------
 
+    @staticmethod
+    def array_result(inst) -> None:
+        """Elementwise results are arrays (XLA's cost analysis aborts on a tuple or token)."""
+        _need(inst.shape.element_type not in (TUPLE_TYPE, 17),
+              lambda: f"the result is {format_shape(inst.shape)}; an elementwise {inst.opcode} "
+                      f"produces an array")
+
     def unary(self, inst) -> None:
         ids = inst.operand_ids
         if len(ids) != 1:
@@ -458,8 +465,11 @@ class _Checker:
         d, out = self.dims(ids[0]), self.dims(inst.id)
         if d == out and d is not None:
             return
-        if inst.opcode == "copy" or out is None:
-            return  # copies of tuples; unbounded dimensions
+        if inst.opcode == "copy":
+            return  # copies of tuples
+        self.array_result(inst)
+        if out is None:
+            return  # unbounded dimensions
         (d,) = self.operand_dims([self.shape(ids[0])])
         _need(d is None or d == out, lambda: f"operand shape {format_shape(self.shape(ids[0]))} "
                                              f"differs from the result's {format_shape(inst.shape)}")
@@ -472,6 +482,7 @@ class _Checker:
         out = dims[inst.id]
         if out is not None and dims.get(ids[0]) == out and dims.get(ids[1]) == out:
             return
+        self.array_result(inst)
         ops = self.operand_shapes(inst)
         a, b = self.operand_dims(ops)
         if a is None or b is None or out is None:
@@ -484,6 +495,7 @@ class _Checker:
         ops = self.operand_shapes(inst)
         if len(ops) != 3:
             return
+        self.array_result(inst)
         pred, t, f = self.operand_dims(ops)
         out = self.dims(inst.id)
         if t is None or f is None or out is None:
@@ -497,6 +509,7 @@ class _Checker:
         ops = self.operand_shapes(inst)
         if len(ops) != 3:
             return
+        self.array_result(inst)
         lo, x, hi = self.operand_dims(ops)
         out = self.dims(inst.id)
         if x is None or out is None:

@@ -88,6 +88,7 @@ FILES: dict[str, str | bytes] = {
                               " ROOT c = f32[4] send(a, b), channel_id=1"),
     "dimension_size.hlo": _module(" a = s32[8,1] parameter(0)\n"
                                   " ROOT c = s32[] get-dimension-size(a), dimensions={}"),
+    "add_tuple.hlo": _module(" a = f32[4] parameter(0)\n ROOT c = (f32[4], f32[4]) add(a, a)"),
     "dus_scalar.hlo": _module(" a = f32[] parameter(0)\n b = f32[] parameter(1)\n"
                               " ROOT c = f32[] dynamic-update-slice(a, b)"),
     # Sizes beyond 64-bit integers.
@@ -217,6 +218,8 @@ CASES = [
     Case("send with an array shape", _opt("{tmp}/send_array.hlo"), 2, "must be a tuple"),
     Case("get-dimension-size without dimensions (segfault)", _opt("{tmp}/dimension_size.hlo"), 2,
          "exactly one dimension"),
+    Case("add with a tuple shape (abort in XLA's cost analysis)", _opt("{tmp}/add_tuple.hlo"), 2,
+         "an elementwise add produces an array"),
     Case("dynamic-update-slice of a scalar (segfault in XLA's cost analysis)",
          _opt("{tmp}/dus_scalar.hlo"), 2, "rank-0 operand"),
     # absurd sizes (regression: OverflowError, exit 1)
