@@ -361,11 +361,19 @@ _UNARY = frozenset({
     "abs", "negate", "not", "sign", "floor", "ceil", "round-nearest-afz", "round-nearest-even",
     "exponential", "exponential-minus-one", "log", "log-plus-one", "tanh", "logistic", "sqrt",
     "rsqrt", "cbrt", "sine", "cosine", "tan", "erf", "is-finite", "real", "imag", "popcnt",
-    "count-leading-zeros", "convert", "reduce-precision", "copy"})
+    "count-leading-zeros", "convert", "reduce-precision", "copy", "acos", "acosh", "asin",
+    "asinh", "atanh", "cosh", "sinh"})
 _BINARY = frozenset({
     "add", "subtract", "multiply", "divide", "maximum", "minimum", "remainder", "power", "atan2",
     "and", "or", "xor", "shift-left", "shift-right-arithmetic", "shift-right-logical", "complex",
-    "compare", "stochastic-convert"})
+    "compare", "stochastic-convert", "mulhi"})
+# Instructions whose result is always an array: XLA's cost analysis aborts or segfaults when
+# the text gives them a tuple or token shape.
+_ARRAY_RESULT = (_UNARY - {"copy"}) | _BINARY | frozenset({
+    "select", "clamp", "dot", "ragged-dot", "scaled-dot", "bitcast-convert", "reshape",
+    "dynamic-reshape", "transpose", "broadcast", "concatenate", "slice", "dynamic-slice",
+    "dynamic-update-slice", "pad", "iota", "reverse", "convolution", "gather", "map", "rng",
+    "cholesky", "triangular-solve", "fft", "get-dimension-size", "set-dimension-size"})
 
 
 _UNSEEN = object()
@@ -451,13 +459,6 @@ class _Checker:
 
     # ---- the rules (one method per opcode family; RULES maps opcodes to them) --------------
 
-    @staticmethod
-    def array_result(inst) -> None:
-        """Elementwise results are arrays (XLA's cost analysis aborts on a tuple or token)."""
-        _need(inst.shape.element_type not in (TUPLE_TYPE, 17),
-              lambda: f"the result is {format_shape(inst.shape)}; an elementwise {inst.opcode} "
-                      f"produces an array")
-
     def unary(self, inst) -> None:
         ids = inst.operand_ids
         if len(ids) != 1:
@@ -465,11 +466,8 @@ class _Checker:
         d, out = self.dims(ids[0]), self.dims(inst.id)
         if d == out and d is not None:
             return
-        if inst.opcode == "copy":
-            return  # copies of tuples
-        self.array_result(inst)
-        if out is None:
-            return  # unbounded dimensions
+        if inst.opcode == "copy" or out is None:
+            return  # copies of tuples; unbounded dimensions
         (d,) = self.operand_dims([self.shape(ids[0])])
         _need(d is None or d == out, lambda: f"operand shape {format_shape(self.shape(ids[0]))} "
                                              f"differs from the result's {format_shape(inst.shape)}")
@@ -482,7 +480,6 @@ class _Checker:
         out = dims[inst.id]
         if out is not None and dims.get(ids[0]) == out and dims.get(ids[1]) == out:
             return
-        self.array_result(inst)
         ops = self.operand_shapes(inst)
         a, b = self.operand_dims(ops)
         if a is None or b is None or out is None:
@@ -495,7 +492,6 @@ class _Checker:
         ops = self.operand_shapes(inst)
         if len(ops) != 3:
             return
-        self.array_result(inst)
         pred, t, f = self.operand_dims(ops)
         out = self.dims(inst.id)
         if t is None or f is None or out is None:
@@ -509,7 +505,6 @@ class _Checker:
         ops = self.operand_shapes(inst)
         if len(ops) != 3:
             return
-        self.array_result(inst)
         lo, x, hi = self.operand_dims(ops)
         out = self.dims(inst.id)
         if x is None or out is None:
@@ -533,11 +528,13 @@ class _Checker:
     def dynamic_slice(self, inst) -> None:
         ids = inst.operand_ids
         d, out = (self.dims(ids[0]) if ids else None), self.dims(inst.id)
-        if d is None or out is None:
+        if d is None:
             return
         _need(len(d) >= 1 and len(ids) == 1 + len(d),
               lambda: f"{len(ids) - 1} start indices for a rank-{len(d)} operand (XLA needs one per "
                       f"dimension, and an operand of rank >= 1)")
+        if out is None:
+            return
         sizes = inst.dynamic_slice_sizes[:]
         _need(len(sizes) == len(d) and all(0 <= s <= n for s, n in zip(sizes, d)),
               lambda: f"dynamic_slice_sizes {_fmt_dims(sizes)} do not fit operand "
@@ -550,11 +547,13 @@ class _Checker:
         if len(ids) < 2:
             return
         d, u, out = self.dims(ids[0]), self.dims(ids[1]), self.dims(inst.id)
-        if d is None or u is None or out is None:
+        if d is None:
             return
         _need(len(d) >= 1 and len(ids) == 2 + len(d),
               lambda: f"{len(ids) - 2} start indices for a rank-{len(d)} operand (XLA needs one per "
                       f"dimension, and an operand of rank >= 1)")
+        if u is None or out is None:
+            return
         _need(d == out, lambda: f"operand {_fmt_dims(d)} differs from the result {_fmt_dims(out)}")
         _need(len(u) == len(d) and all(x <= y for x, y in zip(u, d)),
               lambda: f"update {_fmt_dims(u)} does not fit operand {_fmt_dims(d)}")
@@ -821,20 +820,23 @@ def check_shapes(proto, error) -> dict[int, object]:
     instructions by id (ids are unique in a module), for the importer to reuse."""
     checker = _Checker(proto)
     insts, dims = checker.insts, checker._dims
-    rules, not_array = _RULES, _NOT_ARRAY
+    rules, not_array, array_result = _RULES, _NOT_ARRAY, _ARRAY_RESULT
     for comp in proto.computations:
         params: dict[int, int] = {}
         for inst in comp.instructions:
             iid = inst.id
             insts[iid] = inst
             shape = inst.shape
+            op = inst.opcode
             if shape.element_type in not_array:
                 dims[iid] = None
+                if op in array_result and shape.element_type in (TUPLE_TYPE, 17):
+                    raise error(f"instruction {inst.name!r} ({op}) in computation {comp.name!r}: "
+                                f"the result must be an array, not {format_shape(shape)}")
             else:
                 d = dims[iid] = shape.dimensions[:]
                 if d and min(d) < 0:
                     dims[iid] = None
-            op = inst.opcode
             if op == "parameter":
                 params[inst.parameter_number] = iid
                 continue
