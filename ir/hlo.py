@@ -158,9 +158,11 @@ def _trip_count(backend_config: bytes) -> int | None:
 class _Module:
     """The decoded module plus memoised per-computation analyses (costs, body peaks)."""
 
-    def __init__(self, proto, where: str, instructions: dict[int, object] | None = None):
+    def __init__(self, proto, where: str, checked: tuple[dict, dict] | None = None):
         self.proto = proto
-        self._all = instructions  # every instruction by id (ids are unique in a module)
+        # every instruction by id (ids are unique in a module) and its dimensions, from
+        # check_shapes; None: computed here per computation
+        self._all, self._dims = checked if checked is not None else (None, {})
         self.where = where
         self.comps = {c.id: c for c in proto.computations}
         self.sequences = {k: v.instruction_ids for k, v in proto.schedule.sequences.items()}
@@ -206,10 +208,10 @@ class _Module:
     def instruction_cost(self, inst, by_id) -> tuple[float, float]:
         """(flops, transcendentals) of one instruction; see docs/importers.md for the rules."""
         op = inst.opcode
-        if op in _ELEMENTWISE:
-            return float(math.prod(inst.shape.dimensions)), 0.0
-        if op in _TRANSCENDENTAL:
-            return 0.0, float(math.prod(inst.shape.dimensions))
+        if op in _ELEMENTWISE or op in _TRANSCENDENTAL:
+            dims = self._dims.get(inst.id)
+            n = float(math.prod(dims if dims is not None else inst.shape.dimensions))
+            return (n, 0.0) if op in _ELEMENTWISE else (0.0, n)
         if op == "dot":
             lhs = by_id[inst.operand_ids[0]].shape
             dn = inst.dot_dimension_numbers
@@ -427,8 +429,8 @@ def _leaf_elements(shape) -> int:
 
 
 def _build_graph(module, proto, *, where: str, source: str, name: str | None,
-                 info: dict, instructions: dict[int, object] | None = None) -> Graph:
-    mod = _Module(proto, where, instructions)
+                 info: dict, checked: tuple[dict, dict] | None = None) -> Graph:
+    mod = _Module(proto, where, checked)
     entry = mod.comps.get(proto.entry_computation_id)
     if entry is None:
         raise HloImportError(where, "the module has no ENTRY computation")
@@ -679,7 +681,7 @@ def import_hlo_text(text: str, *, where: str = "<string>", source: str = "<strin
         raise error("empty input: expected HLO module text (starting with 'HloModule')")
     module = _parse(text, where, path)
     proto = parse_module_proto(module.as_serialized_hlo_module_proto())
-    instructions = check_shapes(proto, error)
+    checked = check_shapes(proto, error)
     info = dict(info or {})
     if xla_cost:
         info["xla_cost"], err = _xla_cost(module)
@@ -687,7 +689,7 @@ def import_hlo_text(text: str, *, where: str = "<string>", source: str = "<strin
             info["xla_cost_error"] = err
     try:
         return _build_graph(module, proto, where=where, source=source, name=name, info=info,
-                            instructions=instructions)
+                            checked=checked)
     except HloImportError as e:
         if e.path is None:
             e.path = path

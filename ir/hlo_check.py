@@ -58,6 +58,9 @@ _FRAGILE_OPCODES = (b"tuple", b"dot", b"conditional", b"constant", b"partition-i
                     b"after-all", b"outfeed", b"send", b"send-done", b"get-dimension-size",
                     b"set-dimension-size")
 _ONE_DIMENSION = re.compile(rb"\bdimensions=\{\s*\d+\s*\}")
+# One scan for all of them (an opcode follows its shape and a space); _check_head verifies
+# that a match is an instruction's head.
+_FRAGILE = re.compile(rb" (" + b"|".join(sorted(_FRAGILE_OPCODES, key=len, reverse=True)) + rb")\(")
 
 
 def _in_string(text: bytes, pos: int) -> bool:
@@ -165,18 +168,15 @@ def check_text_hazards(text: str, where: str, error) -> None:
             kind = m.group().split(b"[")[0].decode()
             raise error(f"line {_line_no(data, m.start())}: element type {kind} takes no "
                         f"dimensions (write {kind}[])")
-    for opcode in _FRAGILE_OPCODES:
-        needle = b" " + opcode + b"("
-        at = data.find(needle)
-        while at != -1:
-            _check_head(data, opcode, at, len(needle), error)
-            at = data.find(needle, at + 1)
+    for m in _FRAGILE.finditer(data):
+        _check_head(data, m.group(1), m.start(1), m.end() - m.start(1), error)
     if b"parameter(" in data:
         _check_parameter_numbers(data, error)
 
 
 def _check_head(data: bytes, opcode: bytes, at: int, width: int, error) -> None:
-    """The rule for one instruction ``NAME = SHAPE opcode(ARGS)`` whose opcode starts at ``at``."""
+    """The rule for one instruction ``NAME = SHAPE opcode(ARGS)`` whose opcode starts at ``at``
+    (``width``: the length of ``opcode(``)."""
     line_start = data.rfind(b"\n", 0, at) + 1
     head = _HEAD.match(data, line_start, at)
     if head is None or head.end() > at:
@@ -683,6 +683,8 @@ class _Checker:
         d, out = (self.dims(ids[0]) if ids else None), self.dims(inst.id)
         if d is None or out is None:
             return
+        if not d and not inst.dimensions:
+            return  # a scalar broadcast, the common case
         dims = inst.dimensions[:]
         try:
             if [out[k] for k in dims] == d and min(dims, default=0) >= 0 and len(set(dims)) == len(dims):
@@ -814,10 +816,11 @@ _RULES = {
 }
 
 
-def check_shapes(proto, error) -> dict[int, object]:
+def check_shapes(proto, error) -> tuple[dict[int, object], dict[int, list[int] | None]]:
     """Check every instruction of every computation; raise ``error(reason)`` on the first
     inconsistency (the reason names the computation and the instruction). Returns the
-    instructions by id (ids are unique in a module), for the importer to reuse."""
+    instructions by id (ids are unique in a module) and their dimensions (None for tuples,
+    tokens and unbounded shapes), for the importer to reuse."""
     checker = _Checker(proto)
     insts, dims = checker.insts, checker._dims
     rules, not_array, array_result = _RULES, _NOT_ARRAY, _ARRAY_RESULT
@@ -848,4 +851,4 @@ def check_shapes(proto, error) -> dict[int, object]:
             except _Bad as e:
                 raise error(f"instruction {inst.name!r} ({op}) in computation {comp.name!r}: {e}") from None
         checker.param_ids.setdefault(comp.id, [params[k] for k in sorted(params)])
-    return insts
+    return insts, dims
