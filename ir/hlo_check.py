@@ -373,7 +373,7 @@ _ARRAY_RESULT = (_UNARY - {"copy"}) | _BINARY | frozenset({
     "select", "clamp", "dot", "ragged-dot", "scaled-dot", "bitcast-convert", "reshape",
     "dynamic-reshape", "transpose", "broadcast", "concatenate", "slice", "dynamic-slice",
     "dynamic-update-slice", "pad", "iota", "reverse", "convolution", "gather", "map", "rng",
-    "cholesky", "triangular-solve", "fft", "get-dimension-size", "set-dimension-size"})
+    "cholesky", "triangular-solve", "fft", "get-dimension-size", "set-dimension-size", "bitcast"})
 
 
 _UNSEEN = object()
@@ -619,6 +619,18 @@ class _Checker:
             _need(_same_structure(s, o), lambda: f"operand {k} is {format_shape(o)} but element {k} "
                                                  f"of the result is {format_shape(s)}")
 
+    def renaming(self, inst) -> None:
+        """bitcast (array to array) and opt-barrier (same shape): the importer gives the result
+        its operand's buffers, so the structures must agree."""
+        ops = self.operand_shapes(inst)
+        _need(len(ops) == 1, lambda: f"{len(ops)} operands, expected 1")
+        if inst.opcode == "bitcast":
+            self.operand_dims(ops)  # an array, not a tuple or token
+        else:
+            _need(_same_structure(ops[0], inst.shape),
+                  lambda: f"operand {format_shape(ops[0])} differs from the result "
+                          f"{format_shape(inst.shape)}")
+
     def fusion(self, inst) -> None:
         self.check_call_signature(inst, self.called(inst, 0), "the fused computation")
 
@@ -811,7 +823,8 @@ _RULES = {
     "get-dimension-size": _Checker.dimension_size, "set-dimension-size": _Checker.dimension_size,
     "reduce": _Checker.check_reduce, "reduce-window": _Checker.reduce_window,
     "convolution": _Checker.check_convolution, "get-tuple-element": _Checker.get_tuple_element,
-    "tuple": _Checker.tuple_, "fusion": _Checker.fusion, "call": _Checker.call,
+    "tuple": _Checker.tuple_, "bitcast": _Checker.renaming, "opt-barrier": _Checker.renaming,
+    "fusion": _Checker.fusion, "call": _Checker.call,
     "while": _Checker.while_,
 }
 

@@ -88,6 +88,10 @@ FILES: dict[str, str | bytes] = {
                               " ROOT c = f32[4] send(a, b), channel_id=1"),
     "dimension_size.hlo": _module(" a = s32[8,1] parameter(0)\n"
                                   " ROOT c = s32[] get-dimension-size(a), dimensions={}"),
+    "bitcast_tuple.hlo": _module(" a = f32[4] parameter(0)\n b = (f32[4]) bitcast(a)\n"
+                                 " ROOT c = f32[4] get-tuple-element(b), index=0"),
+    "barrier_shape.hlo": _module(" a = f32[4] parameter(0)\n b = (f32[4]) opt-barrier(a)\n"
+                                 " ROOT c = f32[4] get-tuple-element(b), index=0"),
     "add_tuple.hlo": _module(" a = f32[4] parameter(0)\n ROOT c = (f32[4], f32[4]) add(a, a)"),
     "dus_scalar.hlo": _module(" a = f32[] parameter(0)\n b = f32[] parameter(1)\n"
                               " ROOT c = f32[] dynamic-update-slice(a, b)"),
@@ -218,6 +222,10 @@ CASES = [
     Case("send with an array shape", _opt("{tmp}/send_array.hlo"), 2, "must be a tuple"),
     Case("get-dimension-size without dimensions (segfault)", _opt("{tmp}/dimension_size.hlo"), 2,
          "exactly one dimension"),
+    Case("bitcast to a tuple (regression: exit 1, TypeError)", _opt("{tmp}/bitcast_tuple.hlo"), 2,
+         "(bitcast) in computation 'e': the result must be an array"),
+    Case("opt-barrier changing the shape (regression: exit 1)", _opt("{tmp}/barrier_shape.hlo"), 2,
+         "(opt-barrier) in computation 'e': operand f32[4] differs"),
     Case("add with a tuple shape (abort in XLA's cost analysis)", _opt("{tmp}/add_tuple.hlo"), 2,
          "(add) in computation 'e': the result must be an array"),
     Case("dynamic-update-slice of a scalar (segfault in XLA's cost analysis)",
