@@ -407,6 +407,11 @@ class _Checker:
             d = self._dims[iid] = _dims(self.shape(iid))
         return d
 
+    def operand0_and_result(self, inst):
+        """(operand ids, operand 0's dimensions (None without one), the result's dimensions)."""
+        ids = inst.operand_ids
+        return ids, (self.dims(ids[0]) if ids else None), self.dims(inst.id)
+
     def operand_shapes(self, inst) -> list:
         return [self.shape(o) for o in inst.operand_ids]
 
@@ -526,8 +531,7 @@ class _Checker:
                                      f"become {format_shape(inst.shape)} ({n_out} elements)")
 
     def dynamic_slice(self, inst) -> None:
-        ids = inst.operand_ids
-        d, out = (self.dims(ids[0]) if ids else None), self.dims(inst.id)
+        ids, d, out = self.operand0_and_result(inst)
         if d is None:
             return
         _need(len(d) >= 1 and len(ids) == 1 + len(d),
@@ -677,8 +681,7 @@ class _Checker:
                              f"{_fmt_dims(expect)}, not the result's {_fmt_dims(out)}")
 
     def check_transpose(self, inst) -> None:
-        ids = inst.operand_ids
-        d, out = (self.dims(ids[0]) if ids else None), self.dims(inst.id)
+        ids, d, out = self.operand0_and_result(inst)
         if d is None:
             return
         perm = list(inst.dimensions)
@@ -691,8 +694,7 @@ class _Checker:
                                          f"{_fmt_dims(expect)}, not {_fmt_dims(out)}")
 
     def check_broadcast(self, inst) -> None:
-        ids = inst.operand_ids
-        d, out = (self.dims(ids[0]) if ids else None), self.dims(inst.id)
+        ids, d, out = self.operand0_and_result(inst)
         if d is None or out is None:
             return
         if not d and not inst.dimensions:

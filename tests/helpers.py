@@ -24,3 +24,11 @@ def diamond_graph():
     (e,) = b.add_op("e", "f", inputs=[u, d], outputs=[("e", 64)])
     b.mark_output(e)
     return b.build()
+
+
+def one_line_error(err: str) -> str:
+    """The single non-empty line of a CLI's stderr (asserts there is one and no traceback)."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from memmap.cli import main
+from tests.helpers import one_line_error
 from tests.hlo_mutations import mutate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,13 +309,6 @@ def run_cli(argv, capsys, monkeypatch, stdin: bytes | None = None):
     return code, out, err
 
 
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case, inputs, capsys, monkeypatch):
     code, out, err = run_cli([_fill(a, inputs) for a in case.argv], capsys, monkeypatch, case.stdin)
@@ -323,7 +317,7 @@ def test_bad_input(case, inputs, capsys, monkeypatch):
         assert case.says in out
         assert "Traceback" not in err
     else:
-        assert case.says in one_line(err)
+        assert case.says in one_line_error(err)
         assert "internal error" not in err
     assert not (inputs / "out").exists()  # nothing written by a refused run
 
@@ -347,7 +341,7 @@ def test_unwritable_outdir_refused_before_solving(tmp_path, capsys, monkeypatch)
         code, _, err = run_cli(_opt(str(CNN), out=str(ro / "out")), capsys, monkeypatch)
     finally:
         ro.chmod(0o755)
-    assert code == 2 and "cannot write" in one_line(err)
+    assert code == 2 and "cannot write" in one_line_error(err)
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
@@ -355,7 +349,7 @@ def test_outdir_where_nothing_can_be_created(capsys, monkeypatch):
     """/proc refuses new files even for root: refused before importing (was exit 1 after the
     whole solve)."""
     code, _, err = run_cli(_opt(str(CNN), out="/proc/memmap-out"), capsys, monkeypatch)
-    assert code == 2 and "cannot write in /proc" in one_line(err)
+    assert code == 2 and "cannot write in /proc" in one_line_error(err)
 
 
 def test_optimize_help_lists_every_solver_and_default(capsys, monkeypatch):

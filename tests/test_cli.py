@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from memmap.cli import main
+from tests.helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "small_cnn_train.after.hlo"
@@ -19,13 +20,6 @@ def run(argv, capsys):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def one_line_error(err):
-    lines = [l for l in err.splitlines() if l.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_optimize_writes_outputs_and_json(tmp_path, capsys):
