@@ -52,6 +52,7 @@ import numpy as np
 
 from memmap import limits
 from memmap.errors import BadInputError
+from memmap.ir.graph import MAX_SIZE_BYTES
 from memmap.numba_kernels import BACKEND as SEARCH_BACKEND
 from memmap.numba_kernels import compile_kernel as _jit
 from memmap.numba_kernels import numba as _numba
@@ -146,6 +147,9 @@ def read_minimalloc_csv(path: str | Path) -> AllocProblem:
         text = path.read_text()
     except OSError as e:
         raise BadInputError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise BadInputError(f"{path}: not a CSV text file (byte at offset {e.start} is not "
+                            f"UTF-8)") from None
     reader = csv.reader(text.splitlines())
     try:
         header = [h.strip() for h in next(reader)]
@@ -183,11 +187,18 @@ def read_minimalloc_csv(path: str | Path) -> AllocProblem:
                                 f"{vals['lower']} (lifetimes are half-open [lower, upper))")
         if vals["size"] < 0:
             raise BadInputError(f"{path}:{line_no}: column 'size': negative size {vals['size']}")
+        for col, v in vals.items():
+            if abs(v) > MAX_SIZE_BYTES:
+                raise BadInputError(f"{path}:{line_no}: column {col!r}: {v} is beyond 2**62 (the "
+                                    f"search keeps 64-bit integers)")
         ids.append(bid)
         lower.append(vals["lower"])
         upper.append(vals["upper"])
         sizes.append(vals["size"])
         rows.append(tuple(row))
+    if sum(sizes) > MAX_SIZE_BYTES:
+        raise BadInputError(f"{path}: the sizes add up to {sum(sizes)} bytes, beyond 2**62 (the "
+                            f"search keeps 64-bit integers)")
     return AllocProblem(tuple(ids), tuple(lower), tuple(upper), tuple(sizes), tuple(header),
                         tuple(rows), str(path))
 

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from memmap import limits
-from memmap.errors import (EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, EXIT_TIMEOUT, BadInputError,
-                           MemmapError)
+from memmap.errors import (EXIT_INFEASIBLE, EXIT_OK, EXIT_TIMEOUT, BadInputError, MemmapError,
+                           OneLineArgumentParser)
 from memmap.ilp.alloc import (SEARCH_MEMORY_BYTES, AllocProblem, AllocResult, check_alloc,
                               read_minimalloc_csv, solve_alloc)
 from memmap.problem import parse_size
@@ -31,13 +31,8 @@ _NAME_CAPACITY = re.compile(r"\.(\d+)\.csv$", re.IGNORECASE)
 _OUTPUT_S_PER_BUFFER = 4e-5
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        self.exit(EXIT_BAD_INPUT, f"memmap alloc: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="memmap alloc", description="Place buffers with fixed lifetimes "
+    ap = OneLineArgumentParser(prog="memmap alloc", description="Place buffers with fixed lifetimes "
                  "(MiniMalloc CSV) below a capacity; writes the input columns plus 'offset'.")
     ap.add_argument("input", help="CSV with columns id,lower,upper,size")
     ap.add_argument("--capacity", help="bytes (1048576, 1MiB, ...); default: from a file name "
@@ -95,6 +90,7 @@ def _run(argv: list[str]) -> int:
         if capacity is None:
             raise BadInputError(f"{args.input}: no --capacity given and none in the file name "
                                 f"(expected NAME.<bytes>.csv, e.g. A.1048576.csv)")
+        capacity = parse_size(capacity)  # the same limits as --capacity
     with limits.command_time_limit(args.time_limit):
         return _placed(args, capacity)
 

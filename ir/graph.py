@@ -34,6 +34,10 @@ from typing import Literal
 
 import networkx as nx
 
+#: The largest value size, and the largest total of a graph's value sizes, that memmap plans:
+#: solvers keep sizes, offsets and sums of sizes in 64-bit integers (numpy, numba, CP-SAT).
+MAX_SIZE_BYTES = 1 << 62
+
 ValueKind = Literal["parameter", "constant", "intermediate", "output", "temporary"]
 VALUE_KINDS: tuple[str, ...] = ("parameter", "constant", "intermediate", "output", "temporary")
 
@@ -248,6 +252,9 @@ class GraphBuilder:
     def _new_value(self, name, size_bytes, kind, dtype, shape, producer) -> int:
         if int(size_bytes) < 0:
             raise GraphError(f"value {name!r}: negative size {size_bytes}")
+        if int(size_bytes) > MAX_SIZE_BYTES:
+            raise GraphError(f"value {name!r}: {int(size_bytes)} bytes, more than the 2**62 bytes "
+                             f"memmap can plan")
         vid = len(self._values)
         self._values.append(dict(id=vid, name=name, size_bytes=int(size_bytes), dtype=dtype,
                                  shape=tuple(shape) if shape is not None else (int(size_bytes),),
@@ -324,6 +331,12 @@ class GraphBuilder:
                                 dtype=d["dtype"], shape=d["shape"], kind=kind,
                                 producer=d["producer"], consumers=tuple(sorted(set(consumers[d["id"]]))),
                                 is_output=d["id"] in outs, donated_param=d.get("donated_param")))
+        total = sum(d["size_bytes"] for d in self._values)
+        if total > MAX_SIZE_BYTES:
+            big = max(self._values, key=lambda d: d["size_bytes"])
+            raise GraphError(f"graph {self.name!r}: its values add up to {total} bytes, more than "
+                             f"the 2**62 bytes memmap can plan (largest: {big['name']!r}, "
+                             f"{big['size_bytes']} bytes)")
         ops = tuple(Op(**o) for o in self._ops)
         for op in ops:
             reason = check_inplace(op, values)

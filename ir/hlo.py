@@ -35,7 +35,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .graph import Graph, GraphBuilder, GraphError
+from .graph import MAX_SIZE_BYTES, Graph, GraphBuilder, GraphError
+from .hlo_check import check_shapes, check_text_hazards
 from .hlo_proto import PRIMITIVE_TYPES, TUPLE_TYPE, parse_module_proto
 
 __all__ = ["HloImportError", "import_hlo", "import_hlo_text", "parse_hlo_text",
@@ -108,11 +109,19 @@ def _dtype_bits(element_type: int, where: str) -> tuple[str, int]:
 
 
 def _size_bytes(shape, where: str) -> int:
-    """Bytes of an array leaf shape: ``ceil(prod(dims) * bits / 8)``."""
-    _, bits = _dtype_bits(shape.element_type, where)
+    """Bytes of an array leaf shape: ``ceil(prod(dims) * bits / 8)``, at most MAX_SIZE_BYTES."""
+    dtype, bits = _dtype_bits(shape.element_type, where)
     if bits == 0:
         return 0
-    return (math.prod(shape.dimensions) * bits + 7) // 8
+    dims = ",".join(map(str, shape.dimensions))
+    if any(d < 0 for d in shape.dimensions):
+        raise HloImportError(where, f"{dtype}[{dims}] has an unbounded dynamic dimension; memmap "
+                                    f"needs a size bound for every buffer")
+    size = (math.prod(shape.dimensions) * bits + 7) // 8
+    if size > MAX_SIZE_BYTES:
+        raise HloImportError(where, f"{dtype}[{dims}] is {size} bytes, more than the 2**62 bytes "
+                                    f"memmap can plan (sizes are 64-bit integers in its solvers)")
+    return size
 
 
 def _leaf_name(inst_name: str, index: tuple[int, ...]) -> str:
@@ -155,8 +164,11 @@ def _trip_count(backend_config: bytes) -> int | None:
 class _Module:
     """The decoded module plus memoised per-computation analyses (costs, body peaks)."""
 
-    def __init__(self, proto, where: str):
+    def __init__(self, proto, where: str, checked: tuple[dict, dict] | None = None):
         self.proto = proto
+        # every instruction by id (ids are unique in a module) and its dimensions, from
+        # check_shapes; None: computed here per computation
+        self._all, self._dims = checked if checked is not None else (None, {})
         self.where = where
         self.comps = {c.id: c for c in proto.computations}
         self.sequences = {k: v.instruction_ids for k, v in proto.schedule.sequences.items()}
@@ -168,6 +180,8 @@ class _Module:
         self.async_alias_mismatch: list[str] = []
 
     def instructions_by_id(self, comp) -> dict[int, object]:
+        if self._all is not None:
+            return self._all
         d = self._by_id.get(comp.id)
         if d is None:
             d = self._by_id[comp.id] = {i.id: i for i in comp.instructions}
@@ -200,10 +214,10 @@ class _Module:
     def instruction_cost(self, inst, by_id) -> tuple[float, float]:
         """(flops, transcendentals) of one instruction; see docs/importers.md for the rules."""
         op = inst.opcode
-        if op in _ELEMENTWISE:
-            return float(math.prod(inst.shape.dimensions)), 0.0
-        if op in _TRANSCENDENTAL:
-            return 0.0, float(math.prod(inst.shape.dimensions))
+        if op in _ELEMENTWISE or op in _TRANSCENDENTAL:
+            dims = self._dims.get(inst.id)
+            n = float(math.prod(dims if dims is not None else inst.shape.dimensions))
+            return (n, 0.0) if op in _ELEMENTWISE else (0.0, n)
         if op == "dot":
             lhs = by_id[inst.operand_ids[0]].shape
             dn = inst.dot_dimension_numbers
@@ -421,8 +435,8 @@ def _leaf_elements(shape) -> int:
 
 
 def _build_graph(module, proto, *, where: str, source: str, name: str | None,
-                 info: dict) -> Graph:
-    mod = _Module(proto, where)
+                 info: dict, checked: tuple[dict, dict] | None = None) -> Graph:
+    mod = _Module(proto, where, checked)
     entry = mod.comps.get(proto.entry_computation_id)
     if entry is None:
         raise HloImportError(where, "the module has no ENTRY computation")
@@ -625,10 +639,13 @@ def _textual_topological_order(module, entry, op_insts, op_inputs: list[list[int
 
 
 def parse_hlo_text(text: str, where: str, path: str | None = None):
-    """XLA's parser (``jaxlib._hlo.hlo_module_from_text``); a rejected module is an
-    :class:`HloImportError` whose one line starts with ``where``."""
+    """XLA's parser (``jaxlib._hlo.hlo_module_from_text``) on ``text``, after
+    :func:`~memmap.ir.hlo_check.check_text_hazards` has refused the inputs on which that parser
+    would stop the process; a rejected module is an :class:`HloImportError` whose one line
+    starts with ``where``."""
     from jaxlib import _hlo
 
+    check_text_hazards(text, where, lambda reason: HloImportError(where, reason, path=path))
     try:
         return _hlo.hlo_module_from_text(text)
     except Exception as e:  # XLA raises RuntimeError/XlaRuntimeError with a multi-line message
@@ -658,9 +675,21 @@ def _xla_cost(module) -> tuple[dict | None, str | None]:
 def import_hlo_text(text: str, *, where: str = "<string>", source: str = "<string>",
                     path: str | None = None, name: str | None = None, xla_cost: bool = True,
                     info: dict | None = None) -> Graph:
-    """Import HLO module text. ``where`` prefixes error messages (the file name)."""
+    """Import HLO module text. ``where`` prefixes error messages (the file name).
+
+    Raises:
+      HloImportError: text XLA's parser rejects (or would abort on, see
+        :func:`~memmap.ir.hlo_check.check_text_hazards`), inconsistent shapes
+        (:func:`~memmap.ir.hlo_check.check_shapes`), a value over ``MAX_SIZE_BYTES``.
+    """
+    def error(reason: str) -> HloImportError:
+        return HloImportError(where, reason, path=path)
+
+    if not text.strip():
+        raise error("empty input: expected HLO module text (starting with 'HloModule')")
     module = parse_hlo_text(text, where, path)
     proto = parse_module_proto(module.as_serialized_hlo_module_proto())
+    checked = check_shapes(proto, error)
     info = dict(info or {})
     info[HLO_TEXT_INFO_KEY] = text   # for memmap.emit_hlo (annotated HLO)
     if xla_cost:
@@ -668,7 +697,8 @@ def import_hlo_text(text: str, *, where: str = "<string>", source: str = "<strin
         if err:
             info["xla_cost_error"] = err
     try:
-        return _build_graph(module, proto, where=where, source=source, name=name, info=info)
+        return _build_graph(module, proto, where=where, source=source, name=name, info=info,
+                            checked=checked)
     except HloImportError as e:
         if e.path is None:
             e.path = path
@@ -729,10 +759,12 @@ def import_hlo(path_or_text: str | os.PathLike, *, stage: str = "after",
         path, info = _pick_dump_file(path, stage)
     try:
         text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise HloImportError(str(path), f"not an HLO text file (byte 0x{e.object[e.start]:02x} at "
+                                        f"offset {e.start} is not UTF-8)", path=str(path)) from None
+    except OSError as e:
         raise HloImportError(str(path), f"cannot read HLO file: {type(e).__name__}: "
-                                        f"{getattr(e, 'strerror', None) or e}",
-                             path=str(path)) from None
+                                        f"{e.strerror or e}", path=str(path)) from None
     info["path"] = str(path)
     return import_hlo_text(text, where=str(path), source=str(path), path=str(path), name=name,
                            xla_cost=xla_cost, info=info)

@@ -69,6 +69,17 @@ _MESSAGES: list[tuple[str, list[tuple]]] = [
         ("base_dilation", 6, _I64, _OPT, None),
     ]),
     ("Window", [("dimensions", 1, _MSG, _REP, ".xla.WindowDimension")]),
+    ("SliceDimensions", [
+        ("start", 1, _I64, _OPT, None),
+        ("limit", 2, _I64, _OPT, None),
+        ("stride", 3, _I64, _OPT, None),
+    ]),
+    ("PaddingConfigDimension", [
+        ("edge_padding_low", 1, _I64, _OPT, None),
+        ("edge_padding_high", 2, _I64, _OPT, None),
+        ("interior_padding", 3, _I64, _OPT, None),
+    ]),
+    ("PaddingConfig", [("dimensions", 1, _MSG, _REP, ".xla.PaddingConfigDimension")]),
     ("ConvolutionDimensionNumbers", [
         ("kernel_input_feature_dimension", 3, _I64, _OPT, None),
         ("kernel_output_feature_dimension", 4, _I64, _OPT, None),
@@ -97,6 +108,9 @@ _MESSAGES: list[tuple[str, list[tuple]]] = [
         ("dimensions", 14, _I64, _REP, None),
         ("window", 15, _MSG, _OPT, ".xla.Window"),
         ("convolution_dimension_numbers", 16, _MSG, _OPT, ".xla.ConvolutionDimensionNumbers"),
+        ("slice_dimensions", 17, _MSG, _REP, ".xla.SliceDimensions"),
+        ("dynamic_slice_sizes", 20, _I64, _REP, None),
+        ("padding_config", 21, _MSG, _OPT, ".xla.PaddingConfig"),
         ("custom_call_target", 28, _STR, _OPT, None),
         ("dot_dimension_numbers", 30, _MSG, _OPT, ".xla.DotDimensionNumbers"),
         ("id", 35, _I64, _OPT, None),

@@ -2,9 +2,9 @@
 
 Exit codes: 0 success, 1 internal error, 2 bad input (missing/unreadable/malformed file, bad
 size or flag, invalid plan), 3 infeasible, 4 time limit reached without an answer, 130
-interrupted (Ctrl-C). Errors are one line on stderr; ``--debug`` shows tracebacks.
-``--time-limit`` bounds the whole command's wall time, from the process's start
-(:mod:`memmap.limits`).
+interrupted (Ctrl-C), 141 standard output closed before everything was written (``| head``:
+silent). Errors are one line on stderr; ``--debug`` shows tracebacks. ``--time-limit`` bounds
+the whole command's wall time, from the process's start (:mod:`memmap.limits`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 from memmap import limits
-from memmap.errors import (EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, BadInputError,
-                           MemmapError)
+from memmap.errors import (EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
+                           BadInputError, MemmapError, OneLineArgumentParser)
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+_Parser = OneLineArgumentParser
+# Subcommands that parse their own arguments (``memmap alloc -h`` reaches alloc's parser).
+_PASSTHROUGH = ("alloc", "cascade")
 
 
 def _progress():
@@ -50,18 +49,30 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
-    o = sub.add_parser("optimize", help="plan an HLO program for a scratchpad")
+    from memmap.problem import PRESETS
+    from memmap.solvers import SOLVERS
+
+    o = sub.add_parser("optimize", help="plan an HLO program for a scratchpad",
+                       description="Plan an HLO program: operator schedule, scratchpad offsets, "
+                       "spills, reloads and prefetches (docs/cli.md).")
     _add_input(o)
-    o.add_argument("--target", help="target preset (npu-4mib, tpu-cmem-32mib, fusemax)")
+    o.add_argument("--target", help=f"target preset: {', '.join(PRESETS)} (docs/cli.md); without "
+                   "it, --scratchpad alone uses the 'custom' target")
     o.add_argument("--scratchpad", help="scratchpad capacity, e.g. 4MiB, 512KiB, 1048576 (overrides the preset's)")
-    o.add_argument("--mode", choices=["strict", "tiered"], default="strict")
-    o.add_argument("--solver", default="best", help="msa, belady, minpeak, ilp, rl, or best (all, keep the best)")
+    _add_target_numbers(o)
+    o.add_argument("--mode", choices=["strict", "tiered"], default="strict",
+                   help="strict: operands in the scratchpad (COSMA); tiered: operands may stay "
+                   "off-chip (XLA memory space assignment) (default: strict)")
+    o.add_argument("--solver", choices=[*SOLVERS, "best"], default="best", metavar="SOLVER",
+                   help=f"{', '.join(SOLVERS)}, or best: run all and keep the best verified plan "
+                   "(default: best)")
     o.add_argument("--time-limit", type=limits.parse_seconds, default=60.0, metavar="S",
                    help="wall-clock seconds for the whole command, from process start to the "
-                   "written outputs (default 60; docs/cli.md)")
-    o.add_argument("--seed", type=int, default=0)
+                   "written outputs (default: 60; docs/cli.md)")
+    o.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     o.add_argument("--workers", type=int, default=2,
-                   help="CP-SAT threads for the ilp solver (default 2); same seed and workers give the same plan")
+                   help="CP-SAT threads for the ilp solver; same seed and workers give the same plan "
+                   "(default: 2)")
     o.add_argument("--activations-only", action="store_true",
                    help="parameters and constants stay off-chip (COSMA's activations-only setting)")
     o.add_argument("--checkpoint", help="rl solver: a memmap-train checkpoint (default: the shipped one)")
@@ -81,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input(b)
     b.add_argument("--activations-only", action="store_true")
     b.add_argument("--target", help="take the alignment from this preset")
-    b.add_argument("--alignment", type=int, help="allocation alignment in bytes (default 64)")
+    b.add_argument("--alignment", help="allocation alignment in bytes (default: 64, or the preset's)")
     b.add_argument("--json", action="store_true")
 
     c = sub.add_parser("cascade", help="FuseMax einsum cascades (see `memmap cascade -h`)", add_help=False)
@@ -93,11 +104,29 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _add_target_numbers(p) -> None:
+    """Flags that set the target's numbers (docs/cli.md: the 'custom' target's defaults)."""
+    g = p.add_argument_group("target numbers (override the preset's; the 'custom' target's "
+                             "defaults are 64 B, 100GB/s, 1TB/s, 10TFLOP/s, 1 DMA engine)")
+    g.add_argument("--alignment", help="scratchpad alignment, a power of two: 64, 512B, 4KiB")
+    g.add_argument("--offchip-bandwidth", metavar="RATE",
+                   help="off-chip (DRAM/HBM) bandwidth: 25.6GB/s, 512GiB/s, or bytes/s")
+    g.add_argument("--onchip-bandwidth", metavar="RATE",
+                   help="scratchpad bandwidth seen by operators: 512GB/s, or bytes/s")
+    g.add_argument("--compute", metavar="RATE", help="peak compute: 4TFLOP/s, 138e12 (FLOP/s)")
+    g.add_argument("--dma-engines", type=int, metavar="N",
+                   help="concurrent transfer queues sharing the off-chip bandwidth (1..1024)")
+
+
 def _read_input(path: str, stage: str, train: bool = False):
-    from memmap.pipeline import load_graph
+    """The graph and the input paths (none for stdin). ``-`` reads HLO text from stdin."""
+    from memmap.pipeline import load_graph, load_graph_text, read_stdin_text
 
     if path == "-":
-        return load_graph(sys.stdin.read(), stage=stage, train=train), []
+        if train:
+            raise BadInputError("--train applies to torch programs (.pt2) only, not to HLO text "
+                                "on stdin")
+        return load_graph_text(read_stdin_text(), where="<stdin>"), []
     p = Path(path)
     if not p.exists():
         raise BadInputError(f"{path}: no such file or directory")
@@ -106,9 +135,14 @@ def _read_input(path: str, stage: str, train: bool = False):
 
 def cmd_optimize(args) -> int:
     from memmap.emit.hlo import has_hlo_module
-    from memmap.pipeline import check_output_dir, optimize, output_reserve_s
+    from memmap.pipeline import check_output_dir, check_output_writable, make_target, optimize, output_reserve_s
 
     outdir = Path(args.outdir)
+    check_output_writable(outdir)
+    target = make_target(args.target, args.scratchpad, alignment_bytes=args.alignment,
+                         offchip_bandwidth=args.offchip_bandwidth,
+                         onchip_bandwidth=args.onchip_bandwidth, compute=args.compute,
+                         dma_engines=args.dma_engines)
     console = _progress()
     with limits.command_time_limit(args.time_limit):
         with console.status(f"importing {args.input}..."):
@@ -131,7 +165,7 @@ def cmd_optimize(args) -> int:
         reserve = output_reserve_s(graph, plot=not args.no_plot, annotate=has_hlo_module(graph))
         with console.status("importing done; solving...") as status, \
                 limits.time_limit(at=limits.deadline() - reserve):
-            plan = optimize(graph, target=args.target, scratchpad=args.scratchpad, mode=args.mode,
+            plan = optimize(graph, target=target, mode=args.mode,
                             solver=args.solver, time_limit_s=args.time_limit, seed=args.seed,
                             activations_only=args.activations_only, workers=args.workers,
                             solver_options=solver_options,
@@ -238,18 +272,27 @@ def cmd_budgets(args) -> int:
     return EXIT_OK
 
 
-def cmd_cascade(args) -> int:
-    try:
-        from memmap.cascade.cli import main as cascade_main
-    except ImportError as e:  # pragma: no cover - present in the package
-        raise MemmapError(f"cascade tools unavailable: {e}") from None
-    return cascade_main(list(args.rest))
+def cmd_cascade(argv: list[str]) -> int:
+    from memmap.cascade.cli import main as cascade_main
+
+    return cascade_main(argv)
 
 
-def cmd_alloc(args) -> int:
+def cmd_alloc(argv: list[str]) -> int:
     from memmap.ilp.alloc_cli import main as alloc_main
 
-    return alloc_main(list(args.rest))
+    return alloc_main(argv)
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout left (``memmap ... --json | head``): stop quietly like a Unix tool.
+    Further writes (the interpreter's final flush included) go to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (tests)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,15 +300,20 @@ def main(argv: list[str] | None = None) -> int:
     # a shell command's time limit counts from the process's start (interpreter and imports)
     from_shell = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = build_parser()
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as e:   # argparse: --help (0) or a one-line usage error (2)
-        return int(e.code or 0)
-    handlers = {"optimize": cmd_optimize, "verify": cmd_verify, "budgets": cmd_budgets,
-                "cascade": cmd_cascade, "alloc": cmd_alloc}
+    k = 0
+    while k < len(argv) and argv[k] == "--debug":
+        k += 1
+    if k < len(argv) and argv[k] in _PASSTHROUGH:  # they parse their own arguments, -h included
+        handler, arg, debug = (cmd_alloc if argv[k] == "alloc" else cmd_cascade), argv[k + 1:], k > 0
+    else:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:   # argparse: --help (0) or a one-line usage error (2)
+            return int(e.code or 0)
+        handlers = {"optimize": cmd_optimize, "verify": cmd_verify, "budgets": cmd_budgets}
+        handler, arg, debug = handlers[args.cmd], args, args.debug
     with limits.command(from_process_start=from_shell):
-        code = _run(handlers[args.cmd], args, from_shell)
+        code = _run(handler, arg, debug, from_shell)
     if from_shell:
         # the answer is out: end the process now. Python's own shutdown (XLA's client, CP-SAT,
         # numba) takes 1-1.5 s on a loaded machine, which would count past the time limit.
@@ -276,13 +324,20 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _run(handler, args, from_shell: bool) -> int:
+def _run(handler, arg, debug: bool, from_shell: bool) -> int:
+    """Run one subcommand; every failure becomes one line on stderr and its exit code."""
     try:
         # a process of its own (not main([...]) from Python): Ctrl-C and the watchdog
         with limits.watch() if from_shell else contextlib.nullcontext():
-            return handler(args)
+            code = handler(arg)
+            sys.stdout.flush()
+            return code
+    except BrokenPipeError:
+        return _stdout_gone()
+    except SystemExit as e:  # a subcommand's own argparse: -h (0) or a usage error (2)
+        return e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
     except MemmapError as e:
-        if args.debug:
+        if debug:
             raise
         print(f"memmap: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return e.exit_code
@@ -290,11 +345,12 @@ def _run(handler, args, from_shell: bool) -> int:
         print("memmap: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - the one place that turns bugs into exit 1
-        if args.debug:
+        if debug:
             raise
         print(f"memmap: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
               f"(rerun with --debug for a traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
 
 
 if __name__ == "__main__":

@@ -88,6 +88,28 @@ def inplace_shares(plan: Plan) -> list[tuple[int, Residency, Residency]]:
     return out
 
 
+def load_deadlines(plan: Plan, residency_at=None) -> list[tuple]:
+    """``[(transfer, first_read_step)]`` for every load/reload: the first step of the residency
+    it starts that reads the value (the transfer's step when none does). A load/reload is a
+    *prefetch* when ``first_read_step > transfer.step``."""
+    g = plan.problem.graph
+    if residency_at is None:
+        residency_at = residency_lookup(_intervals(plan))
+    uses_at: dict[int, list[int]] = defaultdict(list)
+    for t, o in enumerate(plan.schedule):
+        for v in g.ops[o].inputs:
+            uses_at[v].append(t)
+    out = []
+    for tr in plan.transfers:
+        if tr.kind in ("load", "reload"):
+            r = residency_at(tr.value, tr.step)
+            end = r.end if r is not None else tr.step
+            us = uses_at.get(tr.value, [])
+            i = bisect.bisect_left(us, tr.step)
+            out.append((tr, us[i] if i < len(us) and us[i] <= end else tr.step))
+    return out
+
+
 def traffic(plan: Plan) -> dict:
     """Byte counts by kind, compulsory and non-compulsory bytes."""
     p = plan.problem
@@ -172,24 +194,14 @@ def simulate(plan: Plan) -> dict:
     compute_total = sum(op_time)
 
     # transfers: deadlines
-    uses_at: dict[int, list[int]] = defaultdict(list)
-    for t, o in enumerate(plan.schedule):
-        for v in g.ops[o].inputs:
-            uses_at[v].append(t)
     loads_at: dict[int, list] = defaultdict(list)
     writes_at: dict[int, list] = defaultdict(list)
     prefetches = 0
+    for tr, first_use in load_deadlines(plan, residency_at):
+        prefetches += first_use > tr.step
+        loads_at[tr.step].append((tr, first_use))
     for tr in plan.transfers:
-        if tr.kind in ("load", "reload"):
-            r = residency_at(tr.value, tr.step)
-            end = r.end if r is not None else tr.step
-            us = uses_at.get(tr.value, [])
-            i = bisect.bisect_left(us, tr.step)
-            first_use = us[i] if i < len(us) and us[i] <= end else tr.step
-            if first_use > tr.step:
-                prefetches += 1
-            loads_at[tr.step].append((tr, first_use))
-        elif tr.kind in ("spill", "writeback"):
+        if tr.kind in ("spill", "writeback"):
             r = residency_at(tr.value, tr.step)
             end = r.end if r is not None else tr.step
             # the space is reused after the residency ends, or overwritten in place during it

@@ -2,11 +2,12 @@
 
 Exit codes (documented in docs/cli.md): 0 success, 1 internal error, 2 bad input (missing,
 unreadable or malformed file, bad size or flag), 3 infeasible, 4 time limit reached without an
-answer, 130 interrupted (Ctrl-C).
+answer, 130 interrupted (Ctrl-C), 141 standard output closed early (a pipe into ``head``).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 EXIT_OK = 0
@@ -15,6 +16,15 @@ EXIT_BAD_INPUT = 2
 EXIT_INFEASIBLE = 3
 EXIT_TIMEOUT = 4
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader left
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse with the CLI's bad-input contract: a usage error is one line on stderr
+    (``PROG: error: ...``) and exit code 2; ``-h`` prints the help and exits 0."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
 class MemmapError(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from memmap.errors import BadInputError, InfeasibleError, MemmapError, SolverTim
 from memmap.ir.graph import Graph, GraphError
 from memmap.plan import Plan
 from memmap.prefetch import hoist_prefetches
-from memmap.problem import MODES, Problem, Target, get_target, parse_size  # noqa: F401
+from memmap.problem import MODES, Problem, Target, get_target, parse_rate, parse_size  # noqa: F401
 from memmap.solvers import SOLVERS
 from memmap.verify import verify_plan
 
@@ -29,7 +30,7 @@ def load_graph(source: str | os.PathLike, *, stage: str = "after", train: bool =
     """Import an HLO file, HLO text, an XLA dump folder, or a ``torch.export.save`` program
     (``.pt2``, or any zip archive; ``train=True`` adds its backward, see
     :func:`memmap.ir.torch_import.import_pt2`). Errors become :class:`BadInputError`."""
-    from memmap.ir.hlo import HloImportError, import_hlo
+    from memmap.ir.hlo import import_hlo
 
     if stage not in ("before", "after"):
         raise BadInputError(f"invalid stage {stage!r}; expected 'before' or 'after'")
@@ -43,8 +44,41 @@ def load_graph(source: str | os.PathLike, *, stage: str = "after", train: bool =
     if train:
         raise BadInputError(f"{source}: --train applies to torch programs (.pt2) only; an HLO "
                             f"module is imported as it is (export the training step itself)")
+    return _bad_input(lambda: import_hlo(source, stage=stage), source)
+
+
+def load_graph_text(text: str, *, where: str = "<string>") -> Graph:
+    """Import HLO module text (for example read from standard input; ``where`` names it in
+    errors). Empty text and every import error become :class:`BadInputError`."""
+    from memmap.ir.hlo import import_hlo_text
+
+    return _bad_input(lambda: import_hlo_text(text, where=where, source=where), where)
+
+
+def read_stdin_text() -> str:
+    """HLO text from standard input (the CLI's ``-``); not UTF-8, empty or only whitespace
+    raise :class:`BadInputError` naming ``<stdin>``."""
+    import sys
+
+    stream = getattr(sys.stdin, "buffer", sys.stdin)
+    data = stream.read()
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadInputError(f"<stdin>: not HLO text (byte 0x{data[e.start]:02x} at offset "
+                                f"{e.start} is not UTF-8)") from None
+    if not data.strip():
+        raise BadInputError("<stdin>: empty input; pipe HLO module text into '-' "
+                            "(e.g. memmap optimize - --scratchpad 4MiB -o out < model.hlo)")
+    return data
+
+
+def _bad_input(importer: Callable[[], Graph], source) -> Graph:
+    from memmap.ir.hlo import HloImportError
+
     try:
-        return import_hlo(source, stage=stage)
+        return importer()
     except HloImportError as e:
         raise BadInputError(str(e)) from None
     except GraphError as e:
@@ -69,9 +103,17 @@ def is_torch_program(source: str | os.PathLike) -> bool:
 
 
 def make_target(target: str | Target | None = None, scratchpad: str | int | None = None, *,
-                alignment_bytes: int | None = None) -> Target:
+                alignment_bytes: str | int | None = None,
+                offchip_bandwidth: str | float | None = None,
+                onchip_bandwidth: str | float | None = None,
+                compute: str | float | None = None, dma_engines: int | None = None) -> Target:
     """A preset (by name) or a Target, with the capacity overridden by ``scratchpad``
-    (``4MiB``, ``512KiB``, bytes). With neither, a clear error."""
+    (``4MiB``, ``512KiB``, bytes). With neither, a clear error. Without a preset the target is
+    ``custom``: the :class:`~memmap.problem.Target` defaults (64 B alignment, 100 GB/s
+    off-chip, 1 TB/s on-chip, 10 TFLOP/s, one DMA engine). Any of its numbers can be set:
+    ``alignment_bytes`` (a size), ``offchip_bandwidth`` / ``onchip_bandwidth`` (``25.6GB/s``,
+    bytes/s), ``compute`` (``4TFLOP/s``, FLOP/s), ``dma_engines``; bad values raise
+    :class:`BadInputError`."""
     if target is None and scratchpad is None:
         raise BadInputError("give a target preset (--target) or a scratchpad size (--scratchpad)")
     if isinstance(target, Target):
@@ -79,12 +121,23 @@ def make_target(target: str | Target | None = None, scratchpad: str | int | None
     elif target is not None:
         tgt = get_target(target)
     else:
-        tgt = Target(name="custom", capacity_bytes=1, source="--scratchpad")
+        tgt = Target(name="custom", capacity_bytes=1,
+                     source="custom target: the defaults of memmap.problem.Target unless set "
+                            "explicitly (docs/cli.md)")
     if scratchpad is not None:
         tgt = tgt.with_capacity(parse_size(scratchpad))
+    changes: dict = {}
     if alignment_bytes is not None:
-        tgt = dataclasses.replace(tgt, alignment_bytes=int(alignment_bytes))
-    return tgt
+        changes["alignment_bytes"] = parse_size(alignment_bytes)
+    if offchip_bandwidth is not None:
+        changes["offchip_bandwidth_bytes_per_s"] = parse_rate(offchip_bandwidth, "bandwidth")
+    if onchip_bandwidth is not None:
+        changes["onchip_bandwidth_bytes_per_s"] = parse_rate(onchip_bandwidth, "bandwidth")
+    if compute is not None:
+        changes["compute_flops_per_s"] = parse_rate(compute, "compute")
+    if dma_engines is not None:
+        changes["dma_engines"] = int(dma_engines)
+    return dataclasses.replace(tgt, **changes) if changes else tgt
 
 
 def _ranking_key(mode: str):
@@ -240,6 +293,25 @@ def optimize(graph: Graph, *, target: str | Target | None = None, scratchpad: st
 OUTPUT_NAMES = ("plan.json", "annotated.hlo", "report.md", "timeline.png")
 
 
+def check_output_writable(outdir: str | os.PathLike) -> None:
+    """Refuse, before any work, an OUTDIR that cannot be created or written: under a regular
+    file, or in a folder where this user cannot create files (probed with a temporary file,
+    removed at once; nothing else is created)."""
+    outdir = Path(outdir)
+    probe = outdir
+    while not probe.exists() and probe.parent != probe:  # nearest existing folder
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is" if probe == outdir else f"is under {probe}, which is"
+        raise BadInputError(f"-o {outdir}: {where} not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".memmap-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise BadInputError(f"-o {outdir}: cannot write in {probe}: {e.strerror or e}") from None
+
+
 def check_output_dir(outdir: Path, inputs: list[Path]) -> None:
     """Refuse an OUTDIR that is an input, or in which plan.json, report.md or timeline.png is
     an input file (same file: also a hard or symbolic link to it, :func:`memmap.limits.refuse_overwrite`)."""
@@ -252,5 +324,6 @@ def check_output_dir(outdir: Path, inputs: list[Path]) -> None:
     limits.refuse_overwrite([outdir / name for name in OUTPUT_NAMES], inputs)
 
 
-__all__ = ["is_torch_program", "load_graph", "make_target", "optimize", "run_solver", "check_output_dir",
-           "SolverFailed", "verify_reserve_s", "output_reserve_s"]
+__all__ = ["is_torch_program", "load_graph", "load_graph_text", "read_stdin_text", "make_target",
+           "optimize", "run_solver", "check_output_dir", "check_output_writable", "SolverFailed",
+           "verify_reserve_s", "output_reserve_s"]

@@ -18,12 +18,14 @@ The precise semantics are written down in docs/semantics.md. In short:
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import functools
+import math
 import re
 from typing import Literal
 
 from memmap.errors import BadInputError, Culprit, InfeasibleError
-from memmap.ir.graph import Graph
+from memmap.ir.graph import MAX_SIZE_BYTES, Graph
 
 Mode = Literal["strict", "tiered"]
 MODES: tuple[str, ...] = ("strict", "tiered")
@@ -34,6 +36,8 @@ _UNITS = {
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
 }
+#: Transfer queues the cost model simulates at most (one list entry each).
+MAX_DMA_ENGINES = 1024
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -46,8 +50,8 @@ def parse_size(text: str | int) -> int:
     if isinstance(text, bool):
         raise BadInputError(f"invalid size {text!r}")
     if isinstance(text, int):
-        if text < 0:
-            raise BadInputError(f"invalid size {text}: must be non-negative")
+        if not 0 < text <= MAX_SIZE_BYTES:
+            raise BadInputError(f"invalid size {text}: must be positive and at most 2**62 bytes")
         return text
     m = _SIZE_RE.match(str(text))
     if not m:
@@ -56,22 +60,76 @@ def parse_size(text: str | int) -> int:
     mult = _UNITS.get(unit.lower())
     if mult is None:
         raise BadInputError(f"invalid size {text!r}: unknown unit {unit!r} (use B, KiB, MiB, GiB, kB, MB, GB)")
-    value = float(number) * mult
-    if value != int(value):
+    value = fractions.Fraction(number) * mult  # exact: '1.1GiB' is refused, not rounded
+    if value.denominator != 1:
         raise BadInputError(f"invalid size {text!r}: not a whole number of bytes")
-    if int(value) <= 0:
+    if value <= 0:
         raise BadInputError(f"invalid size {text!r}: must be positive")
+    if value > MAX_SIZE_BYTES:
+        raise BadInputError(f"invalid size {text!r}: more than the 2**62 bytes memmap can plan")
     return int(value)
+
+
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)\s*([a-zA-Z/]*)\s*$")
+_RATE_PREFIX = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+                "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
+_RATE_UNITS = {"bandwidth": ("B/s",), "compute": ("FLOP/s", "FLOPS")}
+
+
+def parse_rate(text: str | float | int, kind: str) -> float:
+    """Parse a bandwidth (``kind="bandwidth"``: ``25.6GB/s``, ``512GiB/s``, ``1e11``, bytes/s)
+    or a compute rate (``kind="compute"``: ``4TFLOP/s``, ``4TFLOPS``, ``4e12``, FLOP/s).
+
+    Decimal prefixes k, M, G, T, P are powers of 1000, binary Ki, Mi, Gi, Ti powers of 1024; a
+    plain number is bytes/s or FLOP/s. The unit is case-sensitive where it matters (``B`` is a
+    byte; ``Gb/s``, gigabits, is refused). Anything else, zero, negative, inf or nan raises
+    :class:`BadInputError`."""
+    units = _RATE_UNITS[kind]
+    what = "bandwidth" if kind == "bandwidth" else "compute rate"
+    example = "25.6GB/s, 512GiB/s or 1e11 (bytes/s)" if kind == "bandwidth" else \
+        "4TFLOP/s, 138e12 or 4e12 (FLOP/s)"
+    if isinstance(text, bool):
+        raise BadInputError(f"invalid {what} {text!r}: expected e.g. {example}")
+    if isinstance(text, (int, float)):
+        value, unit = float(text), ""
+    else:
+        m = _RATE_RE.match(str(text))
+        if not m:
+            raise BadInputError(f"invalid {what} {text!r}: expected e.g. {example}")
+        value, unit = float(m.group(1)), m.group(2)
+    mult = None
+    if unit == "":
+        mult = 1.0
+    else:
+        for u in units:
+            if unit.endswith(u) and unit[:-len(u)] in _RATE_PREFIX:
+                mult = _RATE_PREFIX[unit[:-len(u)]]
+                break
+    if mult is None:
+        raise BadInputError(f"invalid {what} {text!r}: unknown unit {unit!r} (use "
+                            f"{', '.join(units)} with an optional k/M/G/T prefix, e.g. {example})")
+    value *= mult
+    if not math.isfinite(value) or value <= 0:
+        raise BadInputError(f"invalid {what} {text!r}: must be a positive finite number")
+    return value
+
+
+def format_rate(value: float, unit: str) -> str:
+    """``25.6 GB/s`` / ``4 TFLOP/s``: decimal prefixes, three significant digits."""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
 
 
 def format_bytes(n: float) -> str:
     """Human-readable binary size (``1.50 MiB``)."""
     n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
-    return f"{n:.2f} GiB"
+    return f"{n:.2f} PiB"
 
 
 def align_up(n: int, alignment: int) -> int:
@@ -105,15 +163,18 @@ class Target:
     source: str = "user-defined"
 
     def __post_init__(self):
-        if self.capacity_bytes <= 0:
-            raise BadInputError(f"target {self.name!r}: capacity must be positive")
-        if self.alignment_bytes <= 0 or self.alignment_bytes & (self.alignment_bytes - 1):
-            raise BadInputError(f"target {self.name!r}: alignment {self.alignment_bytes} is not a power of two")
+        if not 0 < self.capacity_bytes <= MAX_SIZE_BYTES:
+            raise BadInputError(f"target {self.name!r}: capacity {self.capacity_bytes} must be "
+                                f"positive and at most 2**62 bytes")
+        if not 0 < self.alignment_bytes <= 1 << 30 or self.alignment_bytes & (self.alignment_bytes - 1):
+            raise BadInputError(f"target {self.name!r}: alignment {self.alignment_bytes} is not a power of "
+                                f"two between 1 and 2**30 bytes")
         for field in ("offchip_bandwidth_bytes_per_s", "onchip_bandwidth_bytes_per_s", "compute_flops_per_s"):
-            if not getattr(self, field) > 0:
-                raise BadInputError(f"target {self.name!r}: {field} must be positive")
-        if self.dma_engines < 1:
-            raise BadInputError(f"target {self.name!r}: dma_engines must be >= 1")
+            if not 0 < getattr(self, field) < math.inf:
+                raise BadInputError(f"target {self.name!r}: {field} must be positive and finite")
+        if not 1 <= self.dma_engines <= MAX_DMA_ENGINES:
+            raise BadInputError(f"target {self.name!r}: dma_engines {self.dma_engines} must be "
+                                f"between 1 and {MAX_DMA_ENGINES}")
 
     def with_capacity(self, capacity_bytes: int) -> "Target":
         return dataclasses.replace(self, capacity_bytes=int(capacity_bytes))

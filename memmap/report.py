@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from memmap.plan import Plan
-from memmap.problem import format_bytes
+from memmap.problem import format_bytes, format_rate
+
+#: docs/glossary.md of a source checkout (editable install), linked from the report when present.
+_GLOSSARY = Path(__file__).resolve().parents[1] / "docs" / "glossary.md"
 
 
 def _pct(a: float, b: float) -> str:
@@ -20,8 +25,12 @@ def plan_report(plan: Plan, *, input_name: str = "") -> str:
         "",
         f"- input: `{input_name or g.source}` ({len(g.ops)} operators, {len(g.values)} values, "
         f"schedule origin: {g.schedule_origin})",
-        f"- target: `{t.name}`, scratchpad {format_bytes(t.capacity_bytes)} ({t.capacity_bytes} B), "
-        f"alignment {t.alignment_bytes} B, off-chip {t.offchip_bandwidth_bytes_per_s / 1e9:.1f} GB/s",
+        f"- target: `{t.name}`: scratchpad {format_bytes(t.capacity_bytes)} ({t.capacity_bytes} B), "
+        f"alignment {t.alignment_bytes} B; off-chip bandwidth "
+        f"{format_rate(t.offchip_bandwidth_bytes_per_s, 'B/s')}, on-chip (scratchpad) bandwidth "
+        f"{format_rate(t.onchip_bandwidth_bytes_per_s, 'B/s')}, compute "
+        f"{format_rate(t.compute_flops_per_s, 'FLOP/s')}, {t.dma_engines} DMA engine(s) "
+        f"(source: {t.source})",
         f"- mode: **{p.mode}**{' (activations only)' if p.activations_only else ''}; M_R = "
         f"{format_bytes(p.m_r_bytes)}",
         f"- solver: **{plan.solver}** ({plan.status}), solve time {plan.solve_time_s:.2f} s",
@@ -65,4 +74,21 @@ def plan_report(plan: Plan, *, input_name: str = "") -> str:
                          f"{c['peak_scratchpad_bytes']} | {c['modeled_time_s'] * 1e3:.4f} | {c['solve_time_s']:.2f} |")
         lines.append("")
     lines += ["Every plan above passed the independent verifier (`memmap verify`).", ""]
+    glossary = (f"[docs/glossary.md]({_GLOSSARY.as_uri()})" if _GLOSSARY.is_file()
+                else "docs/glossary.md in the memmap repository")
+    lines += [
+        "## Terms",
+        "",
+        f"The words of this report are defined in memmap's glossary, {glossary}. In short: a "
+        "**step** is one position of the schedule (one operator runs per step); **compulsory** "
+        "traffic is what every plan moves (first loads of inputs and weights, final writes of "
+        "outputs); **non-compulsory** traffic is everything else: **spills** (first write of an "
+        "intermediate off-chip), **reloads** (copying a value back in) and, in tiered mode, "
+        "round trips of intermediates through off-chip memory and repeated off-chip reads; a "
+        "**prefetch** is a load or reload issued at an earlier step than the one that reads the "
+        "value, so the copy overlaps with the operators in between; the **modelled time** is "
+        "when the last operator (roofline: compute or bandwidth bound) and the last transfer "
+        "(on the target's DMA engines) have finished; **stalls** are the waits for transfers.",
+        "",
+    ]
     return "\n".join(lines)

@@ -51,3 +51,11 @@ def residual_hlo_text(blocks: int, *, rows: int = 64, width: int = 256) -> str:
         history.append(x)
     lines += [f"  ROOT out = {act} negate({x})", "}"]
     return "\n".join(lines) + "\n"
+
+
+def one_line_error(err: str) -> str:
+    """The single non-empty line of a CLI's stderr (asserts there is one and no traceback)."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]

@@ -59,3 +59,27 @@ def test_optimize_bad_options():
     with pytest.raises(memmap.InfeasibleError) as e:
         memmap.optimize(g, scratchpad=1024)
     assert e.value.culprits and e.value.budget_bytes == 1024
+
+
+def test_module_docstring_example_runs(monkeypatch):
+    """help(memmap)'s example is feasible on the bundled CNN (it was infeasible: strict mode
+    on the 4 MiB preset, M_R is 12 MiB)."""
+    import doctest
+
+    monkeypatch.chdir(ROOT)
+    result = doctest.testmod(memmap, raise_on_error=False)
+    assert result.attempted >= 4 and result.failed == 0
+
+
+def test_readme_jax_walkthrough_runs(tmp_path, monkeypatch, capsys):
+    """The README's walk-through from a JAX function to a plan runs and prints what it says."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### From a JAX model to a plan", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.split("\n")
+    assert out[0] == "15 operators, 21 values"
+    assert out[1] == "6291456 6860800"
+    assert out[2] == "2097152 5"
+    assert (tmp_path / "plan.json").is_file()

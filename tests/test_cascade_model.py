@@ -118,7 +118,8 @@ def test_cli_json_keys_and_filters(capsys):
     for key in ("attn_speedup_vs_flat", "attn_speedup_vs_unfused", "e2e_speedup_vs_flat", "util_2d_fusemax", "util_2d_flat"):
         assert isinstance(rows[0][key], float)
     assert main(["fusemax", "--models", "GPT-9"]) == 2
-    assert "unknown model" in capsys.readouterr().out
+    captured = capsys.readouterr()  # one error line on stderr, nothing on stdout
+    assert captured.out == "" and "error: unknown model" in captured.err
     assert main(["passes", "--json"]) == 0
     passes = json.loads(capsys.readouterr().out)
     assert [r["passes"] for r in passes] == [3, 2, 2, 1]

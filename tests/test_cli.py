@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from memmap.cli import main
+from tests.helpers import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "small_cnn_train.after.hlo"
@@ -19,13 +20,6 @@ def run(argv, capsys):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def one_line_error(err):
-    lines = [l for l in err.splitlines() if l.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_optimize_writes_outputs_and_json(tmp_path, capsys):
@@ -138,3 +132,19 @@ def test_workers_flag(tmp_path, capsys):
     assert json.loads(stdout)["solver"] == "ilp"
     plan = json.loads((tmp_path / "o1" / "plan.json").read_text())
     assert plan["info"]["workers"] == 1
+
+
+def test_timeline_units_and_prefetch_marks(tmp_path):
+    """timeline.png: the address axis in a binary unit that suits the capacity; every load or
+    reload whose first read comes later is drawn as a prefetch (as the cost model counts them)."""
+    from memmap import import_hlo, optimize
+    from memmap.cost import load_deadlines
+    from memmap.timeline import _unit, draw_timeline
+
+    assert _unit(14 << 20) == ("MiB", 1 << 20)
+    assert _unit(512) == ("B", 1)
+    assert _unit(3 << 30) == ("GiB", 1 << 30)
+    plan = optimize(import_hlo(EXAMPLE), target="npu-4mib", mode="tiered", solver="msa")
+    deadlines = load_deadlines(plan)
+    assert sum(first > tr.step for tr, first in deadlines) == plan.metrics["num_prefetches"] > 0
+    assert draw_timeline(plan, tmp_path / "t.png").stat().st_size > 0

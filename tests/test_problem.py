@@ -1,7 +1,7 @@
 import pytest
 
 from memmap.errors import BadInputError, InfeasibleError
-from memmap.problem import PRESETS, Problem, Target, get_target, parse_size
+from memmap.problem import PRESETS, Problem, Target, format_rate, get_target, parse_rate, parse_size
 from tests.helpers import chain_graph
 
 
@@ -17,6 +17,38 @@ def test_parse_size_accepts(text, expected):
 def test_parse_size_rejects(text):
     with pytest.raises(BadInputError):
         parse_size(text)
+
+
+@pytest.mark.parametrize("text", ["4611686018427387905", "5EiB", "100000000TiB", 2**62 + 1, 0])
+def test_parse_size_refuses_beyond_2_62(text):
+    with pytest.raises(BadInputError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("text,kind,expected", [
+    ("25.6GB/s", "bandwidth", 25.6e9), ("512GiB/s", "bandwidth", 512 * 2.0**30),
+    ("1e11", "bandwidth", 1e11), ("100 MB/s", "bandwidth", 1e8), ("1.5kB/s", "bandwidth", 1500.0),
+    ("4TFLOP/s", "compute", 4e12), ("4TFLOPS", "compute", 4e12), ("138e12", "compute", 138e12),
+    (".5PFLOP/s", "compute", 0.5e15), (7, "compute", 7.0),
+])
+def test_parse_rate_accepts(text, kind, expected):
+    assert parse_rate(text, kind) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("0", "bandwidth"), ("-5GB/s", "bandwidth"), ("inf", "bandwidth"), ("nan", "compute"),
+    ("25Gb/s", "bandwidth"), ("4TFLOP/s", "bandwidth"), ("4GB/s", "compute"), ("fast", "compute"),
+    ("1e999", "compute"), ("", "bandwidth"), ("4 TB", "bandwidth"), (True, "compute"), (0.0, "compute"),
+])
+def test_parse_rate_rejects(text, kind):
+    with pytest.raises(BadInputError):
+        parse_rate(text, kind)
+
+
+def test_format_rate():
+    assert format_rate(25.6e9, "B/s") == "25.6 GB/s"
+    assert format_rate(4e12, "FLOP/s") == "4 TFLOP/s"
+    assert format_rate(512.0, "B/s") == "512 B/s"
 
 
 def test_presets_have_sources_and_valid_numbers():

@@ -13,6 +13,7 @@ import pytest
 
 from memmap.cli import main
 from memmap.ir.serialize import same_structure
+from tests.helpers import one_line_error
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -29,13 +30,6 @@ def run_cli(argv, capsys):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def by_name(g, name):
@@ -71,7 +65,7 @@ sys.exit(main(["budgets", {str(pt2)!r}]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2, r.stderr
     assert "API: torch:object: torch is not installed; pip install 'memmap[torch]'" in r.stdout
-    assert one_line(r.stderr) == (f"memmap: error: {pt2}: torch is not installed; "
+    assert one_line_error(r.stderr) == (f"memmap: error: {pt2}: torch is not installed; "
                                   f"pip install 'memmap[torch]' (torch==2.13.0)")
 
 
@@ -278,7 +272,7 @@ def test_cli_optimize_verify_budgets_on_pt2(cnn_pt2, tmp_path, capsys, train):
     # the plan belongs to one graph: forward vs training is caught
     other = [] if train else ["--train"]
     code, out, err = run_cli(["verify", path, outdir / "plan.json", *other], capsys)
-    assert code == 2 and "different graph" in one_line(err)
+    assert code == 2 and "different graph" in one_line_error(err)
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,17 +299,17 @@ def test_bad_pt2_files_exit_2_with_one_line(tmp_path, capsys):
     text.write_text("HloModule m\n")
     code, _, err = run_cli(["budgets", text], capsys)
     assert code == 2
-    assert one_line(err) == (f"memmap: error: {text}: not a torch.export program "
+    assert one_line_error(err) == (f"memmap: error: {text}: not a torch.export program "
                              f"(torch.export.load: File is not a zip file)")
     other_zip = tmp_path / "archive.zip"
     with zipfile.ZipFile(other_zip, "w") as z:
         z.writestr("data/a.txt", "x")
     code, _, err = run_cli(["optimize", other_zip, "--scratchpad", "1MiB", "-o", tmp_path / "o"],
                            capsys)
-    assert code == 2 and f"{other_zip}: not a torch.export program" in one_line(err)
+    assert code == 2 and f"{other_zip}: not a torch.export program" in one_line_error(err)
     code, _, err = run_cli(["budgets", ROOT / "examples" / "small_cnn_train.after.hlo", "--train"],
                            capsys)
-    assert code == 2 and "--train applies to torch programs" in one_line(err)
+    assert code == 2 and "--train applies to torch programs" in one_line_error(err)
 
 
 def test_symbolic_shapes_are_rejected_naming_node_and_symbol(tmp_path, capsys):
@@ -325,7 +319,7 @@ def test_symbolic_shapes_are_rejected_naming_node_and_symbol(tmp_path, capsys):
     torch.export.save(ep, path)
     code, _, err = run_cli(["budgets", path], capsys)
     assert code == 2
-    line = one_line(err)
+    line = one_line_error(err)
     assert f"{path}: node 'input' has a symbolic shape" in line and "in [2, 64]" in line
     assert "export without dynamic_shapes" in line
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 
 from memmap.cascade.detect import add_detect_arguments, run_detect
 from memmap.cascade.library import ATTENTION_CASCADES
 from memmap.cascade.model import PAPER_MODELS, PAPER_SEQ_LENS, PointResult, evaluate_point
 from memmap.cascade.passes import analyze_passes
+from memmap.errors import EXIT_BAD_INPUT, OneLineArgumentParser
 
 __all__ = ["main", "results_markdown", "evaluate_grid", "PAPER_MEANS"]
 
@@ -95,8 +97,8 @@ def _cmd_fusemax(args) -> int:
     try:
         pts = evaluate_grid(args.models, args.seq_lens, batch=args.batch)
     except ValueError as exc:
-        print(f"memmap cascade fusemax: {exc}")
-        return 2
+        print(f"memmap cascade fusemax: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.json:
         print(json.dumps([p.as_dict() for p in pts], indent=2))
         return 0
@@ -124,9 +126,21 @@ def _cmd_fusemax(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str]) -> int:
-    """Entry point of ``memmap cascade``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="memmap cascade", description="Einsum cascades and the FuseMax model")
+    """Entry point of ``memmap cascade``; returns the exit status (usage errors: one line on
+    stderr, exit 2; ``-h``: exit 0)."""
+    parser = OneLineArgumentParser(prog="memmap cascade",
+                                   description="Einsum cascades and the FuseMax model")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("passes", help="pass counts of the attention cascades")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -134,17 +148,19 @@ def main(argv: list[str]) -> int:
     f = sub.add_parser("fusemax", help="FuseMax / FLAT / unfused performance model")
     f.add_argument("--json", action="store_true", help="print a JSON list, one object per (model, seq_len)")
     f.add_argument("--models", nargs="+", default=None, help=f"subset of: {', '.join(PAPER_MODELS)}")
-    f.add_argument("--seq-lens", nargs="+", type=int, default=None, help="sequence lengths (default: 1K..1M)")
-    f.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    f.add_argument("--seq-lens", nargs="+", type=_positive_int, default=None,
+                   help="sequence lengths (default: 1K..1M)")
+    f.add_argument("--batch", type=_positive_int, default=64, help="batch size (default 64)")
     f.set_defaults(func=_cmd_fusemax)
     d = sub.add_parser("detect", help="find softmax(Q K^T) V in an HLO module and plan it 1-pass")
     add_detect_arguments(d)
     d.set_defaults(func=run_detect)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
     return args.func(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    import sys
-
     raise SystemExit(main(sys.argv[1:]))

@@ -53,6 +53,7 @@ from google.protobuf import descriptor_pb2
 from memmap.ir import hlo_proto as _hlo_proto
 from memmap.ir.graph import Graph
 from memmap.ir.hlo import ALIAS_OPCODES, HloImportError
+from memmap.ir.hlo_check import check_shapes
 from memmap.ir.hlo import _STAGE_SUFFIX, _pick_dump_file, parse_hlo_text  # noqa: PLC2701 - see above
 
 from memmap.cascade.library import ATTENTION_CASCADES, attention_1pass
@@ -821,9 +822,12 @@ def _read_hlo(graph_or_hlo, stage: str) -> tuple[str, str, Graph | None]:
         return path.read_text(), str(path), None
     except HloImportError as e:
         raise BadInputError(str(e)) from None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise BadInputError(f"{path}: not an HLO text file (byte 0x{e.object[e.start]:02x} at "
+                            f"offset {e.start} is not UTF-8)") from None
+    except OSError as e:
         raise BadInputError(f"{path}: cannot read HLO file: {type(e).__name__}: "
-                            f"{getattr(e, 'strerror', None) or e}") from None
+                            f"{e.strerror or e}") from None
 
 
 def _inst_bytes(shape) -> int:
@@ -887,6 +891,7 @@ def detect_attention(graph_or_hlo, *, stage: str = "after") -> list[AttentionMat
         raise BadInputError(str(e)) from None
     proto = _ModuleProto()
     proto.ParseFromString(module.as_serialized_hlo_module_proto())
+    check_shapes(proto, lambda reason: BadInputError(f"{where}: {reason}"))
     flat = _Flat(proto, where)
     matcher = _Matcher(flat)
     found = []
@@ -1171,7 +1176,7 @@ def report_attention(graph_path_or_text, target: Target | str = "fusemax", *,
 
 def add_detect_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``memmap cascade detect``."""
-    p.add_argument("input", help="HLO text file or XLA dump folder")
+    p.add_argument("input", help="HLO text file, XLA dump folder, or '-' for HLO text on stdin")
     p.add_argument("--stage", choices=["after", "before"], default="after",
                    help="for dump folders: *after_optimizations.txt (default) or *before_optimizations.txt")
     p.add_argument("--target", default=None, help="target preset (default fusemax)")
@@ -1182,7 +1187,14 @@ def add_detect_arguments(p: argparse.ArgumentParser) -> None:
 def run_detect(args: argparse.Namespace) -> int:
     """Run ``memmap cascade detect`` on parsed arguments; returns the exit status."""
     try:
-        rep = report_attention(args.input, args.target, stage=args.stage, scratchpad=args.scratchpad)
+        source = args.input
+        if source == "-":
+            from memmap.pipeline import read_stdin_text
+
+            source = read_stdin_text()
+            if "HloModule" not in source:
+                raise BadInputError("<stdin>: not HLO module text (no 'HloModule' header)")
+        rep = report_attention(source, args.target, stage=args.stage, scratchpad=args.scratchpad)
     except MemmapError as e:
         print(f"memmap cascade detect: error: {str(e).splitlines()[0]}", file=sys.stderr)
         return e.exit_code
