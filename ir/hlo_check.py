@@ -338,6 +338,25 @@ def _fmt_dims(d) -> str:
     return f"[{','.join(map(str, d))}]"
 
 
+def _bad_layout(shape) -> str | None:
+    """Why an array's (or a tuple leaf's) layout is invalid: ``minor_to_major`` must list each
+    dimension once (XLA's parser accepts e.g. ``{1099511627776,0}`` and its printer then
+    refuses the module). None when every layout is fine or absent."""
+    if shape.element_type == TUPLE_TYPE:
+        for leaf in shape.tuple_shapes:
+            why = _bad_layout(leaf)
+            if why:
+                return why
+        return None
+    if not shape.HasField("layout"):
+        return None
+    m2m = shape.layout.minor_to_major[:]
+    if m2m and sorted(m2m) != list(range(len(shape.dimensions))):
+        return (f"layout minor_to_major {{{','.join(map(str, m2m))}}} of {format_shape(shape)} is not a "
+                f"permutation of its {len(shape.dimensions)} dimensions")
+    return None
+
+
 def _need(cond: bool, msg) -> None:
     if not cond:
         raise _Bad(msg())
@@ -855,6 +874,9 @@ def check_shapes(proto, error) -> tuple[dict[int, object], dict[int, list[int] |
                 d = dims[iid] = shape.dimensions[:]
                 if d and min(d) < 0:
                     dims[iid] = None
+            why = _bad_layout(shape)
+            if why:
+                raise error(f"instruction {inst.name!r} ({op}) in computation {comp.name!r}: {why}")
             if op == "parameter":
                 params[inst.parameter_number] = iid
                 continue

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: best)")
     o.add_argument("--time-limit", type=limits.parse_seconds, default=60.0, metavar="S",
                    help="wall-clock seconds for the whole command, from process start to the "
-                   "written outputs (default: 60; docs/cli.md)")
+                   "written outputs; docs/cli.md (default: 60)")
     o.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     o.add_argument("--workers", type=int, default=2,
                    help="CP-SAT threads for the ilp solver; same seed and workers give the same plan "
