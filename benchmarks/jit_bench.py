@@ -102,18 +102,28 @@ def remat_row(name: str, budget: str, log) -> dict:
         row[f"{apply}_spilled"] = len(decisions)
         row[f"{apply}_mapped"] = sum(d["site"] is not None for d in decisions)
         row[f"{apply}_applied"] = sum(d["action"] == apply for d in decisions)
-    before = jax.jit(fn, compiler_options=KEEP_BARRIERS).lower(*args).compile()
-    after = fast.lower(*args).compile()
-    row.update(temp_before=before.memory_analysis().temp_size_in_bytes,
-               temp_after=after.memory_analysis().temp_size_in_bytes,
-               flops_before=float(before.cost_analysis()["flops"]),
-               flops_after=float(after.cost_analysis()["flops"]))
+    applied = fast.plan(*args).info["apply"]
+    if "temp_bytes" in applied:      # memmap.jit compiled both programs to judge the recomputation
+        row.update(temp_before=applied["temp_bytes"]["without"], temp_after=applied["temp_bytes"]["with"],
+                   flops_before=applied["flops"]["without"], flops_after=applied["flops"]["with"])
+    else:                            # nothing recomputed: the program is jax.jit's
+        before = jax.jit(fn, compiler_options=KEEP_BARRIERS).lower(*args).compile()
+        after = fast.lower(*args).compile()
+        row.update(temp_before=before.memory_analysis().temp_size_in_bytes,
+                   temp_after=after.memory_analysis().temp_size_in_bytes,
+                   flops_before=float(before.cost_analysis()["flops"]),
+                   flops_after=float(after.cost_analysis()["flops"]))
     real = _materialize(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", memmap.PlanningWarning)
         out = fast(*real)                        # the first call checks the bits against jax.jit
     assert _same(out, jax.jit(fn)(*real)), name  # the result is jax.jit's either way
-    row["bitwise"] = fast.plan(*args).info["apply"]["numerics"].startswith("bitwise")
+    outcome = fast.plan(*args).info["apply"]["numerics"]
+    row["bitwise"] = outcome.startswith("bitwise")
+    row["outcome"] = ("applied" if row["bitwise"] and row["remat_applied"] else
+                      "nothing recomputed" if row["bitwise"] else
+                      "not applied: temp did not fall" if outcome.startswith("not applied") else
+                      "not applied: bits differ")
     log(f"{name}: {row}")
     return row
 
@@ -146,11 +156,12 @@ def results_markdown(plan_rows: list[dict], remat_rows: list[dict], runs: int, b
               "(every mapped value with a use after its reload) or recomputed (where the cost model says "
               "recomputing is faster than the spill and reloads). Temp bytes and FLOPs: XLA:CPU's "
               "`memory_analysis()` / `cost_analysis()` of the program with remat applied, before = "
-              "`jax.jit` with the same `cse_barrier_expander` option. Bitwise: the first call (random "
-              "inputs) of the remat program gave exactly `jax.jit`'s bits; where it did not (XLA "
-              "rewrote a recomputed operator differently), memmap.jit ran plain `jax.jit` instead, so "
-              "the temp/FLOP change of that row is not realised.", "",
-              "| workload | budget MiB | spilled | mapped | offloaded | recomputed | temp MiB before | after | change | GFLOP before | after | extra FLOPs | bitwise |",
+              "`jax.jit` with the same `cse_barrier_expander` option (memmap.jit compiles both to "
+              "decide). Outcome: memmap.jit keeps the recomputations only when XLA's temp bytes fall "
+              "and, on the first call (random inputs), the results equal `jax.jit`'s bit for bit; "
+              "otherwise the signature runs plain `jax.jit` and the row's temp/FLOP change is not "
+              "realised.", "",
+              "| workload | budget MiB | spilled | mapped | offloaded | recomputed | temp MiB before | after | change | GFLOP before | after | extra FLOPs | outcome |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in remat_rows:
         lines.append(
@@ -158,8 +169,30 @@ def results_markdown(plan_rows: list[dict], remat_rows: list[dict], runs: int, b
             f"{r['offload_applied']} | {r['remat_applied']} | {r['temp_before'] / 2**20:.2f} | "
             f"{r['temp_after'] / 2**20:.2f} | {_pct(r['temp_after'], r['temp_before'])} | "
             f"{r['flops_before'] / 1e9:.3f} | {r['flops_after'] / 1e9:.3f} | "
-            f"{_pct(r['flops_after'], r['flops_before'])} | {'yes' if r['bitwise'] else 'no: runs jax.jit'} |")
+            f"{_pct(r['flops_after'], r['flops_before'])} | {r['outcome']} |")
+    if remat_rows:
+        kept = [r for r in remat_rows if r["outcome"] == "applied"]
+        lines += ["", f"Remat kept on {len(kept)} of {len(remat_rows)} workloads"
+                  + (": " + ", ".join(f"{r['workload']} temp {_pct(r['temp_after'], r['temp_before'])}, "
+                                      f"FLOPs {_pct(r['flops_after'], r['flops_before'])}" for r in kept)
+                     if kept else "") + "."]
     return "\n".join(lines) + "\n"
+
+
+def _with_earlier_planning(results: Path, md: str) -> str:
+    """``md`` (part 2 only) with part 1's subsection taken from the ``jit`` section RESULTS.md
+    already has (say so in the header)."""
+    from benchmarks.run import _sections
+
+    old = _sections(results.read_text()).get("jit", "") if results.exists() else ""
+    start = old.find("### Planning vs XLA compile")
+    end = old.find("### `apply=")
+    if start < 0 or end < 0:
+        return md
+    head, rest = md.split("### Planning vs XLA compile", 1)
+    part2 = rest[rest.find("### `apply="):]
+    return (head.rstrip() + " Part 1 (planning vs compile) is kept from an earlier full run of the "
+            "same command.\n\n" + old[start:end] + part2)
 
 
 def main(argv=None) -> int:
@@ -168,6 +201,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--budget", choices=("M_R", "M_H"), default="M_R", help="strict budget of part 2")
     ap.add_argument("--no-remat", action="store_true", help="part 1 only")
+    ap.add_argument("--no-planning", action="store_true",
+                    help="part 2 only; part 1 (planning vs compile) is kept as RESULTS.md has it")
     ap.add_argument("--json-out", help="also write the raw rows here")
     ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     ap.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
@@ -180,9 +215,11 @@ def main(argv=None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    plan_rows = [planning_row(w, args.runs, log) for w in args.workloads]
+    plan_rows = [] if args.no_planning else [planning_row(w, args.runs, log) for w in args.workloads]
     remat_rows = [] if args.no_remat else [remat_row(w, args.budget, log) for w in args.workloads]
     md = results_markdown(plan_rows, remat_rows, args.runs, args.budget)
+    if args.no_planning:
+        md = _with_earlier_planning(Path(args.output), md)
     print(md)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"planning": plan_rows, "remat": remat_rows}, indent=1))

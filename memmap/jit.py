@@ -22,6 +22,7 @@ recomputation through JAX (memmap.jax_apply); the decorated function then runs t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -307,10 +308,39 @@ class Jitted:
             plan.info["apply"] = {"mode": opt.apply, "decisions": [d.to_dict() for d in decisions]}
             runner = jax.jit(jax_apply.applied_function(self._fun, traced, *statics, decisions),
                              **jit_kwargs)
+            if opt.apply == "remat" and any(d.action == "remat" for d in decisions):
+                if not self._remat_pays(plan, runner, compiled or lowered.compile(), args, kwargs):
+                    runner, reference = self._jitted, None
         plan.info["jit"] = {"stage": opt.stage, "xla_compile_s": t1 - t0 if compiled else None,
                             "import_s": t2 - t1, "planning_s": time.perf_counter() - t1,
                             "signature": [str(a) for a in jax.tree_util.tree_leaves(traced.in_avals)]}
         return _Entry(runner=runner, plan=plan, reference=reference)
+
+    def _remat_pays(self, plan: Plan, runner, planned, args: tuple, kwargs: dict) -> bool:
+        """Whether ``apply="remat"`` lowers the device's temp bytes (XLA's ``memory_analysis()``
+        of the compiled programs, with and without the recomputations): XLA's own scheduler
+        may place a recomputation where it lengthens other live ranges, and then temp memory
+        grows. When it does not fall, the signature runs as plain ``jax.jit``, with a
+        :class:`PlanningWarning`; ``plan.info["apply"]["temp_bytes"]`` records both numbers."""
+        try:
+            applied = runner.lower(*args, **kwargs).compile()
+            before = planned.memory_analysis().temp_size_in_bytes
+            after = applied.memory_analysis().temp_size_in_bytes
+        except Exception as e:  # noqa: BLE001 - no analysis on this backend: cannot judge, keep it
+            plan.info["apply"]["temp_bytes"] = {"error": _first_line(e)}
+            return True
+        info = plan.info["apply"]
+        info["temp_bytes"] = {"without": int(before), "with": int(after)}
+        with contextlib.suppress(Exception):   # FLOPs are reported, not judged
+            info["flops"] = {"without": float(planned.cost_analysis()["flops"]),
+                             "with": float(applied.cost_analysis()["flops"])}
+        if after < before:
+            return True
+        info["numerics"] = "not applied: temp bytes did not fall"
+        warnings.warn(f"{self!r}: apply='remat' does not lower XLA's temp bytes ({after} B with the "
+                      f"recomputations, {before} B without); running plain jax.jit", PlanningWarning,
+                      stacklevel=5)
+        return False
 
     # ---- the jax.jit surface -------------------------------------------------------------
     def __call__(self, *args, **kwargs):
@@ -425,6 +455,12 @@ def _apply_section(plan: Plan) -> str:
         site = "" if d["site"] is None else f"{d['site']}:{d['output']}"
         lines.append(f"| `{d['name']}` | {d['action']} | {site} | {format_bytes(d['spill_reload_bytes'])} "
                      f"| {d['reason']} |")
+    temp = applied.get("temp_bytes", {})
+    if "with" in temp:
+        lines += ["", f"XLA's temp bytes: {format_bytes(temp['without'])} without the recomputations, "
+                  f"{format_bytes(temp['with'])} with them."]
+    if "numerics" in applied:
+        lines += ["", f"Outcome: {applied['numerics']}."]
     return "\n".join(lines + ["", ""])
 
 

@@ -390,3 +390,32 @@ def test_annotated_hlo_round_trips(program):
     assert (back.schedule, back.residencies, back.transfers) == (plan.schedule, plan.residencies,
                                                                  plan.transfers)
     assert memmap.verify_plan(back).ok
+
+
+def test_remat_that_does_not_lower_temp_bytes_is_not_used(monkeypatch, spilling_step):
+    """apply="remat" is kept only when XLA's temp bytes fall. Injected here: the applied program
+    also materialises a 16 MiB buffer (behind an optimization barrier, selected away), so its
+    temp bytes grow; the signature then runs as plain jax.jit, with a warning, and the report and
+    plan.info say why, with both numbers."""
+    args, opts = spilling_step
+    real_applied = jax_apply.applied_function
+
+    def with_a_big_temporary(*a, **k):
+        fn = real_applied(*a, **k)
+
+        def run(*xs, **kw):
+            big = jax.lax.optimization_barrier(jnp.zeros((2048, 2048), jnp.float32))
+            flag = big[7, 7] == 12345.0               # never true; XLA cannot see through the barrier
+            return jax.tree_util.tree_map(lambda v: jax.lax.select(flag, v + 1, v), fn(*xs, **kw))
+        return run
+
+    monkeypatch.setattr(jax_apply, "applied_function", with_a_big_temporary)
+    fast = memmap.jit(train_step, apply="remat", **opts)
+    with pytest.warns(memmap.PlanningWarning, match="does not lower XLA's temp bytes"):
+        plan = fast.plan(*args)
+    temp = plan.info["apply"]["temp_bytes"]
+    assert temp["with"] > temp["without"] + (8 << 20)
+    assert plan.info["apply"]["numerics"] == "not applied: temp bytes did not fall"
+    assert _same(fast(*args), jax.jit(train_step)(*args))
+    assert "XLA's temp bytes" in fast.report(*args) and "not applied" in fast.report(*args)
+    assert "optimization_barrier" not in fast.lower(*args).as_text()      # plain jax.jit runs
