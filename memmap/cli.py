@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parameters and constants stay off-chip (COSMA's activations-only setting)")
     o.add_argument("--checkpoint", help="rl solver: a memmap-train checkpoint (default: the shipped one)")
     o.add_argument("--simulations", type=int, help="rl solver: search simulations per move (0: no search)")
+    o.add_argument("--search", choices=["true", "learned"], default=None,
+                   help="rl solver: the model the search steps: the game's own transitions (true) or the "
+                   "checkpoint's learned dynamics (learned) (default: true)")
     o.add_argument("-o", "--outdir", required=True,
                    help="directory for plan.json, annotated.hlo, report.md, timeline.png")
     o.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
@@ -156,10 +159,11 @@ def cmd_optimize(args) -> int:
                 matplotlib.use("Agg")
                 import matplotlib.pyplot  # noqa: F401
         solver_options = None
-        if args.checkpoint is not None or args.simulations is not None:
+        if args.checkpoint is not None or args.simulations is not None or args.search is not None:
             from memmap.rl.solver import RLSolverOptions
 
-            solver_options = {"rl": RLSolverOptions(checkpoint=args.checkpoint, simulations=args.simulations)}
+            solver_options = {"rl": RLSolverOptions(checkpoint=args.checkpoint, simulations=args.simulations,
+                                                    search=args.search or "true")}
         t0 = time.perf_counter()
         # the solvers stop early enough to verify the plan and write the outputs in time
         reserve = output_reserve_s(graph, plot=not args.no_plot, annotate=has_hlo_module(graph))

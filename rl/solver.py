@@ -1,14 +1,17 @@
 """The ``rl`` solver: play mallocGame with the trained agent and search; return the plan.
 
-``solve_rl(problem, seed=, time_limit_s=, options=RLSolverOptions(checkpoint, simulations))``.
+``solve_rl(problem, seed=, time_limit_s=, options=RLSolverOptions(checkpoint, simulations, search))``.
 The checkpoint defaults to the one shipped in the package (``memmap/rl/data/checkpoints/``).
-The schedule is the graph's default schedule.
+The schedule is the graph's default schedule. ``search`` picks the model the search steps:
+``"true"`` (default) the game's own transitions, ``"learned"`` the checkpoint's MuZero dynamics
+network (docs/rl.md compares them).
 
 Time budget, decided from *nominal* costs so that the plan does not depend on the machine's
 speed (as the ILP's deterministic time limit): with ``B = 0.6 * time_limit_s``, the agent
 searches every move when ``B >= JAX_ALLOWANCE_S + moves * (SEARCH_MOVE_S + sims * SIM_S)``,
 else plays the network's prior without search when ``B >= JAX_ALLOWANCE_S + moves * PRIOR_MOVE_S``,
-else plays the greedy one-step policy without the network (no JAX at all). A wall-clock safety
+else plays the greedy one-step policy without the network (no JAX at all). The nominal costs are
+those of the true-model search, also used for the learned one (which is cheaper per simulation). A wall-clock safety
 net finishes the episode at once (slow memory where legal, else the first candidate) past 85% of
 the limit or at the deadline of :mod:`memmap.limits` (the command's), whichever comes first, so
 the solver returns in time even on a machine far slower than the nominal costs.
@@ -36,6 +39,7 @@ JAX_ALLOWANCE_S = 20.0   # importing jax and compiling the networks and the sear
 PRIOR_MOVE_S = 0.003     # one move without search (observation + network), nominal
 SEARCH_MOVE_S = 0.003    # one move with search, besides its simulations, nominal
 SIM_S = 0.0015           # one simulation (a true game transition + the networks), nominal
+SEARCH_MODELS = ("true", "learned")   # = memmap.rl.agent.SEARCH_MODELS, without importing jax
 
 __all__ = ["RLSolverOptions", "solve_rl", "default_checkpoint", "plan_policy"]
 
@@ -43,12 +47,18 @@ __all__ = ["RLSolverOptions", "solve_rl", "default_checkpoint", "plan_policy"]
 @dataclasses.dataclass(frozen=True)
 class RLSolverOptions:
     """``checkpoint``: a ``memmap-train`` checkpoint (default: the shipped one);
-    ``simulations``: search simulations per move (default: the checkpoint's; 0: no search)."""
+    ``simulations``: search simulations per move (default: the checkpoint's; 0: no search);
+    ``search``: the model the search steps, ``"true"`` (the game's own transitions, exact
+    rewards and legal masks at every node; default) or ``"learned"`` (the checkpoint's dynamics
+    network, MuZero proper; legal masks at the root only)."""
 
     checkpoint: str | None = None
     simulations: int | None = None
+    search: str = "true"
 
     def __post_init__(self):
+        if self.search not in SEARCH_MODELS:
+            raise BadInputError(f"--search must be one of {', '.join(SEARCH_MODELS)}, got {self.search!r}")
         if self.simulations is not None and self.simulations < 0:
             raise BadInputError(f"--simulations must be >= 0, got {self.simulations}")
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
@@ -76,13 +86,18 @@ def _config(path: str):
 
 
 @functools.lru_cache(maxsize=4)
-def _policy(path: str):
+def _policy(path: str, search: str):
+    """The checkpoint's agent with its search model set to ``search``, and its parameters."""
+    from memmap.rl.agent import Agent
     from memmap.rl.train import load_policy
 
     try:
-        return load_policy(path)
+        agent, params = load_policy(path)
     except ValueError as e:
         raise BadInputError(str(e)) from None
+    if agent.cfg.search != search:
+        agent = Agent(dataclasses.replace(agent.cfg, search=search))
+    return agent, params
 
 
 def plan_policy(moves: int, sims: int, time_limit_s: float | None) -> str:
@@ -131,20 +146,25 @@ def solve_rl(problem: Problem, *, seed: int = 0, time_limit_s: float | None = No
         finish = end if finish is None else min(finish, end)
     policy = plan_policy(inst.num_moves, sims, time_limit_s)
     if progress:
-        progress(f"rl: {inst.num_moves} moves, policy {policy}" + (f", {sims} simulations each" if policy == "search" else ""))
+        progress(f"rl: {inst.num_moves} moves, policy {policy}"
+                 + (f", {sims} simulations each ({opts.search} model)" if policy == "search" else ""))
     counters = {"moves": 0, "simulations": 0, "finished_fast": 0}
     state = game.initial_state(inst)
     if inst.num_moves and policy in ("search", "prior"):
         import jax
 
-        agent, params = _policy(str(path))
+        agent, params = _policy(str(path), opts.search)
         trs, counters = agent.play(params, jax.random.PRNGKey(seed), [inst], gumbel_scale=0.0, num_simulations=sims,
                                    search=policy == "search", finish_deadline=finish)
         state = trs[0].state
     elif inst.num_moves:
         state = _finish(inst, state, counters, finish)
-    info = {"checkpoint": str(path), "policy": policy, "simulations": sims if policy == "search" else 0,
+    # search: the model the search stepped ("true" or "learned"), None when there was no search;
+    # search_transitions: game transitions made inside the search (0 with the learned model)
+    info = {"checkpoint": str(path), "policy": policy, "search": opts.search if policy == "search" else None,
+            "simulations": sims if policy == "search" else 0,
             "moves": inst.num_moves, "searched_moves": counters["simulations"] // sims if sims else 0,
+            "search_transitions": counters.get("transitions", 0),
             "finished_without_network": counters.get("finished_fast", 0), "game_time_s": state.time_s,
             "all_slow_time_s": inst.time0_s}
     return game.decode(inst, state, solver="rl", info=info)

@@ -13,11 +13,14 @@ from memmap.errors import MemmapError
 from memmap.ir.synthetic import random_graph
 from memmap.pipeline import optimize, run_solver
 from memmap.problem import Problem, Target
-from memmap.rl.agent import AgentConfig
+from memmap.errors import BadInputError
+from memmap.rl.agent import SEARCH_MODELS, AgentConfig
+from memmap.rl.solver import SEARCH_MODELS as SOLVER_SEARCH_MODELS
 from memmap.rl.solver import RLSolverOptions, default_checkpoint, plan_policy
 from memmap.rl.train import TrainConfig, save_checkpoint, _agent_and_learner
 from memmap.solvers import SOLVERS
 from memmap.verify import verify_plan
+from tests.helpers import one_line_error
 
 TGT = Target("t", 16384, alignment_bytes=64, offchip_bandwidth_bytes_per_s=1e9,
              onchip_bandwidth_bytes_per_s=1e10, compute_flops_per_s=1e12)
@@ -42,6 +45,31 @@ def test_rl_is_registered_and_plans_verify(policy):
         assert plan.info["searched_moves"] == plan.info["moves"]
         again = run_solver(p, "rl", solver_options={"rl": RLSolverOptions(checkpoint=policy)})
         assert again.residencies == plan.residencies
+
+
+def test_learned_search_option(policy):
+    """``search="learned"`` searches with the checkpoint's dynamics network: a verified plan,
+    recorded in plan.info; the true model (default) is recorded too. Different models may give
+    different plans, so only the info is compared."""
+    g = random_graph(4, num_ops=12, max_size_bytes=4096)
+    p = Problem(g, TGT.with_capacity(max(16384, Problem(g, TGT, "strict").m_r_bytes)), "tiered")
+    learned = run_solver(p, "rl", solver_options={"rl": RLSolverOptions(checkpoint=policy, search="learned")})
+    assert verify_plan(learned).ok and learned.info["policy"] == "search"
+    assert learned.info["search"] == "learned" and learned.info["simulations"] == 2
+    assert learned.info["searched_moves"] == learned.info["moves"] > 0
+    assert learned.info["search_transitions"] == 0     # the game was never stepped inside the search
+    true = run_solver(p, "rl", solver_options={"rl": RLSolverOptions(checkpoint=policy)})
+    assert verify_plan(true).ok and true.info["search"] == "true" and true.info["search_transitions"] > 0
+    # no search, no search model
+    prior = run_solver(p, "rl", solver_options={"rl": RLSolverOptions(checkpoint=policy, simulations=0,
+                                                                      search="learned")})
+    assert prior.info["policy"] == "prior" and prior.info["search"] is None and prior.info["simulations"] == 0
+
+
+def test_search_option_validated():
+    assert SOLVER_SEARCH_MODELS == SEARCH_MODELS
+    with pytest.raises(BadInputError, match="--search must be one of true, learned, got 'exact'"):
+        RLSolverOptions(search="exact")
 
 
 def test_time_budget_tiers_and_safety_net(policy):
@@ -82,6 +110,14 @@ def test_cli_options(policy, tmp_path, capsys):
     neg = list(args)
     neg[neg.index("--simulations") + 1] = "-1"
     assert memmap_main(neg) == 2
+    capsys.readouterr()
+    learned = args[:-3] + ["--search", "learned", "--json", "-o", str(tmp_path / "learned")]
+    assert memmap_main(learned) == 0
+    assert json.loads(capsys.readouterr().out)["solver"] == "rl"
+    assert json.loads((tmp_path / "learned" / "plan.json").read_text())["info"]["search"] == "learned"
+    bad_search = args[:-3] + ["--search", "magic", "--json", "-o", str(tmp_path / "bad")]
+    assert memmap_main(bad_search) == 2
+    assert "invalid choice: 'magic'" in one_line_error(capsys.readouterr().err)
 
 
 def test_shipped_checkpoint_plays():
