@@ -500,6 +500,32 @@ def test_restore_degenerate_broadcasts_keeps_values():
         [(w.dtype, w.shape, np.ascontiguousarray(w).tobytes()) for w in want]
 
 
+def test_emit_bench_rerun_numerics_keeps_the_round_trip_rows(tmp_path, monkeypatch, capsys):
+    """--rerun-numerics replaces only the numerics rows it reran; bad input is exit 2."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import emit_bench, zoo
+
+    monkeypatch.setattr(emit_bench, "workload_path", lambda name: zoo.cached_hlo_path(
+        name.rsplit(".", 1)[0], name.rsplit(".", 1)[1], tmp_path / "cache"))
+    saved = json.loads((ROOT / "benchmarks" / "emit_results.json").read_text())
+    for n in saved["numerics"]:
+        n["max_abs_diff"] = -1.0           # marks the rows that were not rerun
+    src, out = tmp_path / "saved.json", tmp_path / "out.json"
+    src.write_text(json.dumps(saved))
+    assert emit_bench.main(["--rerun-numerics", "--workloads", "mlp.fwd", "--from-json", str(src),
+                            "--json-out", str(out), "--no-write"]) == 0
+    new = json.loads(out.read_text())
+    assert new["rows"] == saved["rows"]
+    assert [n["workload"] for n in new["numerics"]] == [n["workload"] for n in saved["numerics"]]
+    rerun = [n for n in new["numerics"] if n["max_abs_diff"] != -1.0]
+    assert [n["workload"] for n in rerun] == ["mlp.fwd"] and rerun[0]["bitwise_equal"]
+    assert "annotated = `jax.jit` bit for bit on" in capsys.readouterr().out
+    assert emit_bench.main(["--rerun-numerics", "--workloads", "nope.fwd", "--from-json", str(src),
+                            "--no-write"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.fwd" in err[0]
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input
 
