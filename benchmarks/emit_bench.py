@@ -5,6 +5,8 @@ of benchmarks/RESULTS.md.
     python benchmarks/emit_bench.py --quick          # mlp, lstm, small_cnn and the dumps
     python benchmarks/emit_bench.py --no-numerics --no-write
     python benchmarks/emit_bench.py --json-out rows.json; ... --from-json rows.json
+    python benchmarks/emit_bench.py --rerun-numerics --json-out benchmarks/emit_results.json
+                                                     # numerics only; round-trip rows kept
 
 Round trip: for every zoo workload (pre- and post-optimization HLO) and both dumps of
 tests/data/external, in strict and tiered mode at M_R and M_H (solver ``msa`` at M_R, ``minpeak``
@@ -17,8 +19,10 @@ and the number of copy pairs are recorded.
 Numerics: for every zoo workload with a pre-optimization form, the strict M_R plan's annotated
 module, made CPU-executable (``executable_variant``), is compiled and run by XLA:CPU on random
 inputs and compared bit for bit with ``jax.jit`` and with the input module itself compiled the
-same way (HLO text -> ``hlo_to_stablehlo`` -> XLA:CPU). Post-optimization HLO does not recompile
-on XLA:CPU, so it has no numerics row.
+same way (``run_hlo_on_cpu``: HLO text -> the export's broadcast chains folded back ->
+``hlo_to_stablehlo`` -> XLA:CPU). Post-optimization HLO does not recompile on XLA:CPU, so it has
+no numerics row. ``--rerun-numerics`` reruns only the numerics (the same strict M_R plans, solver
+``msa``) and keeps the round-trip rows of ``--from-json`` (default benchmarks/emit_results.json).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from memmap.problem import Problem, Target  # noqa: E402
 from memmap.verify import verify_plan  # noqa: E402
 
 EXTERNAL = ROOT / "tests" / "data" / "external"
+SAVED = ROOT / "benchmarks" / "emit_results.json"
 QUICK_MODELS = ("mlp", "lstm", "small_cnn")
 ALL_MODELS = ("mlp", "lstm", "small_cnn", "mobilenet_v1", "resnet50", "bert_base", "gpt2_small")
 ALIGN = 64
@@ -151,6 +156,13 @@ def numerics_round_trip(name: str, *, mode: str = "strict", seed: int = 0, graph
     return out
 
 
+def solve(graph, budgets, mode: str, budget: str) -> Plan:
+    """The sweep's plan: solver ``SOLVER_AT[budget]`` at that budget, alignment ``ALIGN``."""
+    cap = {"M_R": budgets.m_r_bytes, "M_H": budgets.m_h_bytes}[budget]
+    problem = Problem(graph, Target("t", cap, alignment_bytes=ALIGN), mode, False)
+    return run_solver(problem, SOLVER_AT[budget])
+
+
 def sweep(names, log) -> tuple[list[dict], dict[str, tuple]]:
     rows = []
     keep: dict[str, tuple] = {}   # workload -> (graph, strict M_R annotated text) for numerics
@@ -160,10 +172,9 @@ def sweep(names, log) -> tuple[list[dict], dict[str, tuple]]:
             graph = load_graph(path)
             b = compute_budgets(Problem(graph, Target("t", 1 << 50, alignment_bytes=ALIGN), "strict", False))
             for mode in ("strict", "tiered"):
-                for budget, cap in (("M_R", b.m_r_bytes), ("M_H", b.m_h_bytes)):
+                for budget in ("M_R", "M_H"):
                     solver = SOLVER_AT[budget]
-                    problem = Problem(graph, Target("t", cap, alignment_bytes=ALIGN), mode, False)
-                    plan = run_solver(problem, solver)
+                    plan = solve(graph, b, mode, budget)
                     r = round_trip(graph, plan, Path(tmp))
                     text = r.pop("text")
                     if mode == "strict" and budget == "M_R" and name.endswith(".before"):
@@ -176,6 +187,36 @@ def sweep(names, log) -> tuple[list[dict], dict[str, tuple]]:
                         f"{'ok' if row['round_trip'] else 'FAILED: ' + row['verify']} emit "
                         f"{row['emit_s']:.2f} s read {row['read_s']:.2f} s copies {row['copies']}")
     return rows, keep
+
+
+def numerics_row(base: str, graph, text: str, log) -> dict:
+    n = numerics_round_trip(base, graph=graph, annotated=text, unannotated=True)
+    log(f"numerics {base:24s} = jax.jit {n['bitwise_equal']} = unannotated "
+        f"{n['annotated_equal_unannotated']} (unannotated = jax.jit "
+        f"{n['unannotated_equal_jax_jit']}) outputs {n['outputs']} differing "
+        f"{n['differing_outputs']} max abs diff {n['max_abs_diff']:.3g} jax.jit "
+        f"{n['jax_jit_s']:.2f} s annotated {n['annotated_cpu_s']:.2f} s")
+    return n
+
+
+def rerun_numerics(bases, rows, log) -> list[dict]:
+    """The numerics rows of ``bases`` (``model.variant``) again: the strict M_R plan of each
+    pre-optimization module, solved as the sweep solves it; its number of copy pairs must be the
+    saved round-trip row's (else the plan is not the one the round trip checked)."""
+    saved = {(r["workload"], r["mode"], r["budget"]): r for r in rows}
+    out = []
+    for base in bases:
+        name = f"{base}.before"
+        graph = load_graph(workload_path(name))
+        b = compute_budgets(Problem(graph, Target("t", 1 << 50, alignment_bytes=ALIGN), "strict", False))
+        text = emit_hlo(graph, solve(graph, b, "strict", "M_R"))
+        row = saved.get((name, "strict", "M_R"))
+        if row is not None and row["copies"] != text.count(" copy-start("):
+            raise SystemExit(f"emit_bench: {name}: the strict M_R plan has "
+                             f"{text.count(' copy-start(')} copy pairs, the saved round-trip row "
+                             f"{row['copies']}: rerun the whole sweep")
+        out.append(numerics_row(base, graph, text, log))
+    return out
 
 
 def markdown(rows, numerics, cmd: str, note: str = "") -> str:
@@ -206,8 +247,12 @@ def markdown(rows, numerics, cmd: str, note: str = "") -> str:
         out += ["", "### Numerics: the annotated module on XLA:CPU vs `jax.jit`", "",
                 "Strict M_R plan of each pre-optimization module; async copy pairs lowered to "
                 "synchronous `copy` (`executable_variant`), `S(1)` kept; random inputs (floats "
-                "|N(0, 1)|, integers in [0, 10)), seed 0. *unannotated* = the input HLO module "
-                "compiled the same way (HLO text -> `hlo_to_stablehlo` -> XLA:CPU). jax.jit s and "
+                "|N(0, 1)|, integers in [0, 10)), seed 0. Both modules are compiled by "
+                "`run_hlo_on_cpu`: HLO text -> the broadcast -> reshape -> broadcast chains that "
+                "jax's StableHLO -> HLO export writes for degenerate broadcasts folded back into "
+                "one broadcast (same values), so that the export inside `compile_and_load` writes "
+                "them again as for `jax.jit` (docs/emit.md) -> `hlo_to_stablehlo` -> XLA:CPU. "
+                "*unannotated* = the input HLO module compiled that way. jax.jit s and "
                 "annotated s are compile + run. Post-optimization HLO does not recompile on XLA:CPU "
                 "(fusions lack the backend config it wants), so it has no row.", "",
                 f"**Annotated = unannotated bit for bit on {same_plain} of {len(numerics)} "
@@ -232,36 +277,61 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true", help="print only; do not write RESULTS.md")
     ap.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     ap.add_argument("--json-out", help="also save the rows as JSON")
-    ap.add_argument("--from-json", help="assemble the section from saved rows instead of running")
+    ap.add_argument("--from-json", help="assemble the section from saved rows instead of running "
+                    f"(with --rerun-numerics: the round-trip rows to keep; default {SAVED.relative_to(ROOT)})")
+    ap.add_argument("--rerun-numerics", action="store_true",
+                    help="rerun only the numerics (of --workloads given as model.variant, default all "
+                    "saved ones) and keep the saved round-trip rows")
     args = ap.parse_args(argv)
+
+    def bad_input(msg: str) -> int:
+        print(f"emit_bench: error: {msg}", file=sys.stderr)
+        return 2
+
+    if args.rerun_numerics and args.no_numerics:
+        return bad_input("--rerun-numerics and --no-numerics contradict each other")
     names = args.workloads or workloads(QUICK_MODELS if args.quick else ALL_MODELS)
+    this_cmd = " ".join(["python benchmarks/emit_bench.py"] + list(sys.argv[1:] if argv is None else argv))
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    if args.from_json:
+    if args.rerun_numerics:
+        source = Path(args.from_json) if args.from_json else SAVED
+        try:
+            saved = json.loads(source.read_text())
+            rows, numerics = saved["rows"], saved["numerics"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return bad_input(f"--rerun-numerics: cannot read the saved rows {source}: {e}")
+        before = {r["workload"].rsplit(".", 1)[0] for r in rows if r["workload"].endswith(".before")}
+        bases = args.workloads or [n["workload"] for n in numerics] or sorted(before)
+        if args.quick and not args.workloads:
+            bases = [b for b in bases if b.split(".")[0] in QUICK_MODELS]
+        unknown = [b for b in bases if b not in before]
+        if unknown:
+            return bad_input(f"--rerun-numerics: no saved round-trip row for {unknown[0]}.before "
+                             f"(known: {', '.join(sorted(before))})")
+        fresh = {n["workload"]: n for n in rerun_numerics(bases, rows, log)}
+        numerics = [fresh.pop(n["workload"], n) for n in numerics] + list(fresh.values())
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps({"rows": rows, "numerics": numerics}, indent=1))
+        cmd = this_cmd
+        shown = source.resolve().relative_to(ROOT) if source.resolve().is_relative_to(ROOT) else source
+        note = (f" (numerics only; the round-trip rows are kept from `{shown}`, written by the "
+                "full run `python benchmarks/emit_bench.py --json-out benchmarks/emit_results.json`)")
+    elif args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         rows, numerics = saved["rows"], saved["numerics"]
+        cmd = f"python benchmarks/emit_bench.py --json-out {args.from_json}"
+        note = f" (the run's rows; this section rebuilt from them with `--from-json {args.from_json}`)"
     else:
         rows, keep = sweep(names, log)
         numerics = []
         if not args.no_numerics:
-            for base, (graph, text) in keep.items():
-                n = numerics_round_trip(base, graph=graph, annotated=text, unannotated=True)
-                numerics.append(n)
-                log(f"numerics {base:24s} = jax.jit {n['bitwise_equal']} = unannotated "
-                    f"{n['annotated_equal_unannotated']} (unannotated = jax.jit "
-                    f"{n['unannotated_equal_jax_jit']}) outputs {n['outputs']} max abs diff "
-                    f"{n['max_abs_diff']:.3g} jax.jit {n['jax_jit_s']:.2f} s annotated "
-                    f"{n['annotated_cpu_s']:.2f} s")
+            numerics = [numerics_row(base, graph, text, log) for base, (graph, text) in keep.items()]
         if args.json_out:
             Path(args.json_out).write_text(json.dumps({"rows": rows, "numerics": numerics}, indent=1))
-    if args.from_json:
-        cmd = f"python benchmarks/emit_bench.py --json-out {args.from_json}"
-        note = f" (the run's rows; this section rebuilt from them with `--from-json {args.from_json}`)"
-    else:
-        cmd = " ".join(["python benchmarks/emit_bench.py"] + list(sys.argv[1:] if argv is None else argv))
-        note = ""
+        cmd, note = this_cmd, ""
     md = markdown(rows, numerics, cmd, note)
     print(md)
     if not args.no_write:

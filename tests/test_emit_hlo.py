@@ -324,6 +324,209 @@ def test_jax_programs_both_stages(k):
 
 
 # --------------------------------------------------------------------------------------------
+# Numerics: the chains the StableHLO -> HLO export writes for degenerate broadcasts
+
+
+def _export_of_import(text_or_proto) -> str:
+    """What XLA compiles when run_hlo_on_cpu hands it a module: HLO -> hlo_to_stablehlo -> the
+    StableHLO -> HLO export (the one compile_and_load runs)."""
+    from jaxlib import _hlo, _jax
+
+    if isinstance(text_or_proto, str):
+        serialized = _hlo.hlo_module_from_text(text_or_proto).as_serialized_hlo_module_proto()
+    else:
+        serialized = text_or_proto.SerializeToString()
+    stablehlo = _jax.mlir.hlo_to_stablehlo(serialized)
+    return _jax.mlir.mlir_module_to_xla_computation(stablehlo, use_tuple_args=False,
+                                                    return_tuple=False).as_hlo_text()
+
+
+def _opcode_counts(text: str) -> dict[str, int]:
+    from collections import Counter
+
+    from jaxlib import _hlo
+
+    module = _hlo.hlo_module_from_text(text)
+    return dict(Counter(str(i.opcode) for c in module.computations() for i in c.instructions()))
+
+
+def _folded(text: str):
+    from jaxlib import _hlo
+
+    from memmap.emit.hlo import _restore_degenerate_broadcasts
+    from memmap.ir.hlo_proto import parse_module_proto
+
+    proto = parse_module_proto(_hlo.hlo_module_from_text(text).as_serialized_hlo_module_proto())
+    return proto, _restore_degenerate_broadcasts(proto)
+
+
+def _tiny_transformer_step():
+    """One pre-LN attention block + softmax cross-entropy, SGD step: B=2, T=8, D=16, V=32."""
+    import jax
+    import jax.numpy as jnp
+
+    def layer_norm(x, g):
+        m = x.mean(-1, keepdims=True)
+        v = ((x - m) ** 2).mean(-1, keepdims=True)
+        return (x - m) * jax.lax.rsqrt(v + 1e-5) * g
+
+    def loss(p, tok, lab):
+        x = p["emb"][tok]
+        h = layer_norm(x, p["g1"])
+        q, k, v = h @ p["wq"], h @ p["wk"], h @ p["wv"]
+        a = jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]), axis=-1)
+        x = x + (a @ v) @ p["wo"]
+        logp = jax.nn.log_softmax(layer_norm(x, p["g2"]) @ p["out"])
+        return -jnp.take_along_axis(logp, lab[..., None], -1).mean()
+
+    def step(p, tok, lab):
+        value, grads = jax.value_and_grad(loss)(p, tok, lab)
+        return value, jax.tree.map(lambda a, b: a - 0.1 * b, p, grads)
+
+    rng = np.random.default_rng(0)
+    f = lambda *s: (0.5 * rng.standard_normal(s)).astype(np.float32)  # noqa: E731
+    d, v = 16, 32
+    p = {"emb": f(v, d), "g1": np.abs(f(d)), "g2": np.abs(f(d)), "wq": f(d, d), "wk": f(d, d),
+         "wv": f(d, d), "wo": f(d, d), "out": f(d, v)}
+    tok, lab = (rng.integers(0, v, (2, 8)).astype(np.int32) for _ in range(2))
+    return step, (p, tok, lab)
+
+
+def test_transformer_step_from_exported_hlo_matches_jax_jit():
+    """The exported pre-optimization HLO of a softmax / layer-norm gradient, run by
+    run_hlo_on_cpu (plain and annotated), is bit for bit jax.jit. Without
+    _restore_degenerate_broadcasts 8 of its 9 outputs differ in the last bits (jaxlib 0.10.2):
+    the export inside compile_and_load folds the broadcast chains and XLA keeps a divide that it
+    turns into a multiply by the reciprocal for jax.jit."""
+    import jax
+
+    fn, args = _tiny_transformer_step()
+    g = memmap.from_jax(fn, *args, stage="lowered")
+    text = g.info["hlo_text"]
+    _, folded = _folded(text)
+    assert folded >= 10            # every `x - mean`, `/ sum`, `* rsqrt` of the program
+    want = [np.asarray(a) for a in jax.tree_util.tree_leaves(jax.jit(fn)(*args))]
+    leaves = jax.tree_util.tree_leaves(args)
+    got = run_hlo_on_cpu(text, leaves)
+    assert len(got) == len(want) == 9
+    assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
+    plan = memmap.optimize(g, scratchpad=budgets(g).m_r_bytes, mode="strict", solver="belady")
+    annotated = executable_variant(memmap.emit_hlo(g, plan))
+    assert " copy(" in annotated
+    got = run_hlo_on_cpu(annotated, leaves)
+    assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
+
+
+def test_folded_module_exports_to_what_jax_exported():
+    """After the fold, the export inside the compile writes every chain again: the module XLA
+    optimizes has the exported module's instructions, opcode for opcode (without the fold it
+    has fewer broadcasts and reshapes)."""
+    import jax
+
+    fn, args = _tiny_transformer_step()
+    text = jax.jit(fn, keep_unused=True).lower(*args).as_text(dialect="hlo")
+    proto, folded = _folded(text)
+    assert folded > 0
+    assert _opcode_counts(_export_of_import(proto)) == _opcode_counts(text)
+
+
+# Three exact export chains (an identity b1, a b1 that adds a dimension, two expanded dimensions)
+# and four look-alikes (b1 read twice, a reshape that moves elements, an expanded 1-dimension
+# that is not the operand's, a transposing b2).
+_CHAINS = """
+  a = f32[4,8,1]{2,1,0} parameter(0)
+  b1 = f32[4,8,1]{2,1,0} broadcast(a), dimensions={0,1,2}
+  r1 = f32[4,8]{1,0} reshape(b1)
+  o1 = f32[4,8,16]{2,1,0} broadcast(r1), dimensions={0,1}
+  c = s32[1,5]{1,0} parameter(1)
+  b2 = s32[3,1,5]{2,1,0} broadcast(c), dimensions={1,2}
+  r2 = s32[3,5]{1,0} reshape(b2)
+  o2 = s32[3,6,5]{2,1,0} broadcast(r2), dimensions={0,2}
+  d = f32[1,8,1]{2,1,0} parameter(2)
+  b3 = f32[1,8,1]{2,1,0} broadcast(d), dimensions={0,1,2}
+  r3 = f32[8]{0} reshape(b3)
+  o3 = f32[4,8,2]{2,1,0} broadcast(r3), dimensions={1}
+"""
+_LOOK_ALIKES = """
+  n1b = f32[4,8,1]{2,1,0} broadcast(a), dimensions={0,1,2}
+  n1r = f32[4,8]{1,0} reshape(n1b)
+  n1 = f32[4,8,16]{2,1,0} broadcast(n1r), dimensions={0,1}
+  n1x = f32[4,8,1]{2,1,0} negate(n1b)
+  e = f32[2,3,1]{2,1,0} parameter(3)
+  n2b = f32[2,3,1]{2,1,0} broadcast(e), dimensions={0,1,2}
+  n2r = f32[3,2]{1,0} reshape(n2b)
+  n2 = f32[3,2,4]{2,1,0} broadcast(n2r), dimensions={0,1}
+  f = f32[4]{0} parameter(4)
+  n3b = f32[4,1]{1,0} broadcast(f), dimensions={0}
+  n3r = f32[4]{0} reshape(n3b)
+  n3 = f32[4,8]{1,0} broadcast(n3r), dimensions={0}
+  g = f32[4,4,1]{2,1,0} parameter(5)
+  n4b = f32[4,4,1]{2,1,0} broadcast(g), dimensions={0,1,2}
+  n4r = f32[4,4]{1,0} reshape(n4b)
+  n4 = f32[4,4,16]{2,1,0} broadcast(n4r), dimensions={1,0}
+"""
+_CHAIN_OUT = "(f32[4,8,16]{2,1,0}, s32[3,6,5]{2,1,0}, f32[4,8,2]{2,1,0}"
+CHAINS_ONLY = ("HloModule chains\n\nENTRY e {" + _CHAINS
+               + f"  ROOT out = {_CHAIN_OUT}) tuple(o1, o2, o3)\n}}\n")
+HAND_CHAINS = ("HloModule chains\n\nENTRY e {" + _CHAINS + _LOOK_ALIKES
+               + f"  ROOT out = {_CHAIN_OUT}, f32[4,8,16]{{2,1,0}}, f32[4,8,1]{{2,1,0}}, "
+               "f32[3,2,4]{2,1,0}, f32[4,8]{1,0}, f32[4,4,16]{2,1,0}) "
+               "tuple(o1, o2, o3, n1, n1x, n2, n3, n4)\n}\n")
+
+
+def test_restore_degenerate_broadcasts_keeps_values():
+    """The three exact chains are folded, the four look-alikes are not; every output is bit for
+    bit numpy's broadcast, and the export of the folded chains writes them again."""
+    proto, folded = _folded(CHAINS_ONLY)
+    assert folded == 3
+    assert _opcode_counts(_export_of_import(proto)) == _opcode_counts(CHAINS_ONLY)
+    proto, folded = _folded(HAND_CHAINS)
+    assert folded == 3
+    entry = next(c for c in proto.computations if c.id == proto.entry_computation_id)
+    names = {i.name for i in entry.instructions}
+    assert not names & {"b1", "r1", "b2", "r2", "b3", "r3"}
+    assert {"n1b", "n1r", "n2b", "n2r", "n3b", "n3r", "n4b", "n4r"} <= names
+
+    rng = np.random.default_rng(0)
+    a, d, e, f, g = (rng.standard_normal(s).astype(np.float32)
+                     for s in ((4, 8, 1), (1, 8, 1), (2, 3, 1), (4,), (4, 4, 1)))
+    c = rng.integers(-100, 100, (1, 5)).astype(np.int32)
+    got = run_hlo_on_cpu(HAND_CHAINS, [a, c, d, e, f, g])
+    want = [np.broadcast_to(a, (4, 8, 16)), np.broadcast_to(c[0], (3, 6, 5)),
+            np.broadcast_to(d[0, :, 0][None, :, None], (4, 8, 2)), np.broadcast_to(a, (4, 8, 16)),
+            -a, np.broadcast_to(e.reshape(3, 2)[:, :, None], (3, 2, 4)),
+            np.broadcast_to(f[:, None], (4, 8)), np.broadcast_to(g[:, :, 0].T[:, :, None], (4, 4, 16))]
+    assert [(x.dtype, x.shape, x.tobytes()) for x in got] == \
+        [(w.dtype, w.shape, np.ascontiguousarray(w).tobytes()) for w in want]
+
+
+def test_emit_bench_rerun_numerics_keeps_the_round_trip_rows(tmp_path, monkeypatch, capsys):
+    """--rerun-numerics replaces only the numerics rows it reran; bad input is exit 2."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import emit_bench, zoo
+
+    monkeypatch.setattr(emit_bench, "workload_path", lambda name: zoo.cached_hlo_path(
+        name.rsplit(".", 1)[0], name.rsplit(".", 1)[1], tmp_path / "cache"))
+    saved = json.loads((ROOT / "benchmarks" / "emit_results.json").read_text())
+    for n in saved["numerics"]:
+        n["max_abs_diff"] = -1.0           # marks the rows that were not rerun
+    src, out = tmp_path / "saved.json", tmp_path / "out.json"
+    src.write_text(json.dumps(saved))
+    assert emit_bench.main(["--rerun-numerics", "--workloads", "mlp.fwd", "--from-json", str(src),
+                            "--json-out", str(out), "--no-write"]) == 0
+    new = json.loads(out.read_text())
+    assert new["rows"] == saved["rows"]
+    assert [n["workload"] for n in new["numerics"]] == [n["workload"] for n in saved["numerics"]]
+    rerun = [n for n in new["numerics"] if n["max_abs_diff"] != -1.0]
+    assert [n["workload"] for n in rerun] == ["mlp.fwd"] and rerun[0]["bitwise_equal"]
+    assert "annotated = `jax.jit` bit for bit on" in capsys.readouterr().out
+    assert emit_bench.main(["--rerun-numerics", "--workloads", "nope.fwd", "--from-json", str(src),
+                            "--no-write"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.fwd" in err[0]
+
+
+# --------------------------------------------------------------------------------------------
 # Bad input
 
 

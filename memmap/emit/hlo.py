@@ -734,9 +734,119 @@ def executable_variant(text: str) -> str:
     return print_module(proto, elide_large_constants=elides_constants(text))
 
 
+def _is_plain_array(shape) -> bool:
+    return shape.element_type != TUPLE_TYPE and not any(shape.is_dynamic_dimension)
+
+
+def _restore_degenerate_broadcasts(proto) -> int:
+    """Fold every ``broadcast -> reshape -> broadcast`` chain of the form the StableHLO -> HLO
+    export writes for a *degenerate* ``broadcast_in_dim`` back into that one broadcast (edits
+    ``proto``, an ``HloModuleProto`` of :mod:`memmap.ir.hlo_proto`; returns the number folded).
+
+    Why. jax lowers ``x[4,128,1] - mean`` to StableHLO ``broadcast_in_dim`` of ``f32[4,128,1]``
+    to ``f32[4,128,768]`` with ``dims=[0,1,2]``: the size-1 dimension is expanded (a degenerate
+    broadcast, legal in StableHLO, not in HLO). The export to HLO (``as_text(dialect="hlo")``,
+    and the same export inside ``compile_and_load``) writes it as three instructions::
+
+        b1 = f32[4,128,1] broadcast(x), dimensions={0,1,2}     # x into the output's rank
+        r  = f32[4,128]   reshape(b1)                           # drop the expanded 1-dims
+        b2 = f32[4,128,768] broadcast(r), dimensions={0,1}      # the real broadcast
+
+    jax.jit compiles exactly that. :func:`run_hlo_on_cpu` goes HLO -> ``hlo_to_stablehlo`` ->
+    ``compile_and_load``: the import maps the three instructions one to one, and the export
+    inside the compile then folds them (it drops the identity ``b1`` and merges or drops the
+    reshapes around it: ``b2 = broadcast(reshape(x))``, or ``broadcast(y)`` when ``x`` is
+    ``reshape(y)``). XLA's optimizer then starts from another module than jax.jit's and its
+    algebraic simplifier takes other paths: in a softmax gradient, jax.jit's module gets
+    ``a / broadcast(s)`` rewritten to ``a * broadcast(1 / s)`` and the folded one keeps the
+    divide, so the BERT and GPT-2 training steps differ from jax.jit in the last bits. Folding
+    the chain back into ``b2 = broadcast(x), dimensions={0,1,2}`` (the degenerate form, which
+    ``hlo_to_stablehlo`` imports as that ``broadcast_in_dim``) makes the export inside the
+    compile write the three instructions again, as for jax.jit.
+
+    Only an exact chain is folded, so values never change: ``b1`` broadcasts ``x`` into ``b2``'s
+    rank and every dimension where ``b1`` and ``b2`` differ is a size-1 dimension of ``x``;
+    ``r`` drops exactly those dimensions (a reshape that only removes size-1 dimensions keeps the
+    row-major order) and ``b2`` maps ``r``'s dimensions back to their positions in order; ``b1``
+    and ``r`` have no other user, are not a ROOT and carry no control dependency. Then
+    ``b2[i] = x[m]`` with ``m[a] = i[dims[a]]`` where ``x`` and ``b2`` agree and ``0`` on the
+    expanded size-1 dimensions, which is ``broadcast_in_dim(x, dims)``. ``b1`` and ``r`` are
+    removed (and from the schedule). HLO's own ``broadcast`` does not expand size-1 dimensions
+    (that is why the export writes the chain), so the folded module is only ever handed to
+    ``hlo_to_stablehlo``, never printed or returned.
+
+    Tied to this jaxlib's exporter (jax/jaxlib 0.10.2): another export may fold other forms.
+    """
+    folded = 0
+    for comp in proto.computations:
+        by_id = {i.id: i for i in comp.instructions}
+        users: dict[int, int] = defaultdict(int)
+        for inst in comp.instructions:
+            for o in inst.operand_ids:
+                users[o] += 1
+            for o in inst.control_predecessor_ids:
+                users[o] += 2          # a control successor: never fold
+        users[comp.root_id] += 2
+        removed: set[int] = set()
+        for b2 in comp.instructions:
+            if b2.opcode != "broadcast" or len(b2.operand_ids) != 1:
+                continue
+            r = by_id.get(b2.operand_ids[0])
+            if r is None or r.opcode != "reshape" or users[r.id] != 1 or r.control_predecessor_ids:
+                continue
+            b1 = by_id.get(r.operand_ids[0]) if len(r.operand_ids) == 1 else None
+            if b1 is None or b1.opcode != "broadcast" or users[b1.id] != 1 \
+                    or b1.control_predecessor_ids or len(b1.operand_ids) != 1:
+                continue
+            x = by_id.get(b1.operand_ids[0])
+            if x is None or b1.id in removed or r.id in removed:
+                continue
+            shapes = (x.shape, b1.shape, r.shape, b2.shape)
+            if not all(_is_plain_array(s) for s in shapes) \
+                    or len({s.element_type for s in shapes}) != 1:
+                continue
+            xs, s1, s2, t = (list(s.dimensions) for s in shapes)
+            d0, d2 = list(b1.dimensions), list(b2.dimensions)
+            if len(s1) != len(t) or len(d0) != len(xs) or len(set(d0)) != len(d0) \
+                    or any(not 0 <= d < len(s1) or s1[d] != n for d, n in zip(d0, xs)):
+                continue      # b1 is not a broadcast of x into b2's rank
+            keep = [j for j in range(len(t)) if s1[j] == t[j]]
+            expanded = [j for j in range(len(t)) if s1[j] != t[j]]
+            if not expanded or any(s1[j] != 1 or j not in d0 for j in expanded):
+                continue      # not the degenerate form: a size-1 dimension of x is expanded
+            if s2 != [s1[j] for j in keep] or d2 != keep:
+                continue      # r does not just drop those dimensions, or b2 does not put back
+            b2.operand_ids[0] = x.id
+            del b2.dimensions[:]
+            b2.dimensions.extend(d0)
+            removed.update((b1.id, r.id))
+            folded += 1
+        if not removed:
+            continue
+        kept = []
+        for inst in comp.instructions:
+            if inst.id not in removed:
+                c = type(inst)()
+                c.CopyFrom(inst)
+                kept.append(c)
+        del comp.instructions[:]
+        comp.instructions.extend(kept)
+        if comp.id in proto.schedule.sequences:
+            seq = [x for x in proto.schedule.sequences[comp.id].instruction_ids if x not in removed]
+            del proto.schedule.sequences[comp.id].instruction_ids[:]
+            proto.schedule.sequences[comp.id].instruction_ids.extend(seq)
+    return folded
+
+
 def run_hlo_on_cpu(text: str, args: Sequence) -> list:
     """Compile HLO text with XLA:CPU and run it on ``args`` (arrays in ENTRY parameter order);
-    returns the flat list of output arrays (numpy). Pre-optimization modules only."""
+    returns the flat list of output arrays (numpy). Pre-optimization modules only.
+
+    The path is HLO text -> XLA's parser -> ``hlo_to_stablehlo`` -> ``compile_and_load`` (the
+    CPU client compiles StableHLO only). Before the import, the chains the StableHLO -> HLO
+    export writes for degenerate broadcasts are folded back
+    (:func:`_restore_degenerate_broadcasts`, same values), so that a module jax exported compiles
+    like ``jax.jit`` compiles it (bit for bit on the zoo, docs/emit.md)."""
     import jax
     import numpy as np
     from jax._src.lib import xla_client
@@ -744,7 +854,11 @@ def run_hlo_on_cpu(text: str, args: Sequence) -> list:
 
     dev = jax.devices("cpu")[0]
     module = _hlo.hlo_module_from_text(text)
-    stablehlo = _jax.mlir.hlo_to_stablehlo(module.as_serialized_hlo_module_proto())
+    serialized = module.as_serialized_hlo_module_proto()
+    proto = parse_module_proto(serialized)
+    if _restore_degenerate_broadcasts(proto):
+        serialized = proto.SerializeToString()
+    stablehlo = _jax.mlir.hlo_to_stablehlo(serialized)
     exe = dev.client.compile_and_load(stablehlo, _jax.DeviceList((dev,)),
                                       xla_client.CompileOptions())
     bufs = [jax.device_put(np.asarray(a), dev) for a in args]
