@@ -178,7 +178,7 @@ def summary_markdown(rows, solvers) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTION_ORDER = ("mapping", "fusemax", "alloc", "ilp", "rl", "torch", "emit", "jit", "limits")
+SECTION_ORDER = ("mapping", "fusemax", "alloc", "ilp", "rl", "torch", "emit", "jit", "limits", "badinput")
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -201,7 +201,8 @@ def write_results(path: Path, new_sections: dict[str, str]) -> None:
             "`python benchmarks/run.py --sections alloc`, `python benchmarks/ilp_bench.py` (ilp), "
             "`python benchmarks/rl_bench.py` (rl), `python benchmarks/torch_bench.py` (torch), "
             "`python benchmarks/emit_bench.py` (emit), "
-            "`python benchmarks/jit_bench.py` (memmap.jit), `python benchmarks/limits_bench.py` (limits).", ""]
+            "`python benchmarks/jit_bench.py` (memmap.jit), `python benchmarks/limits_bench.py` (limits), "
+            "`python -m benchmarks.bad_input_table` (badinput).", ""]
     for name in SECTION_ORDER:
         if name in old:
             text.append(f"<!-- section:{name} -->\n{old[name].rstrip()}\n")
