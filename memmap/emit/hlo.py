@@ -691,6 +691,23 @@ def decode_runs(runs) -> list[int]:
 # Executing annotated HLO on XLA:CPU
 
 
+def _drop_instructions(proto, comp, ids: set) -> None:
+    """Remove the instructions ``ids`` from computation ``comp`` and from its schedule."""
+    kept = []
+    for inst in comp.instructions:
+        if inst.id not in ids:
+            c = type(inst)()
+            c.CopyFrom(inst)
+            kept.append(c)
+    del comp.instructions[:]
+    comp.instructions.extend(kept)
+    if comp.id in proto.schedule.sequences:
+        seq = proto.schedule.sequences[comp.id].instruction_ids
+        left = [x for x in seq if x not in ids]
+        del seq[:]
+        seq.extend(left)
+
+
 def executable_variant(text: str) -> str:
     """The same module with every ``copy-start``/``copy-done`` pair lowered to one synchronous
     ``copy`` (named like the ``copy-done``, at its place in the schedule); ``S(1)`` layouts and
@@ -719,18 +736,7 @@ def executable_variant(text: str) -> str:
                  and any(x in starts for x in i.operand_ids) and i.opcode != "copy"]
         if users:
             raise BadInputError(f"instruction {users[0]!r} reads a copy-start directly")
-        keep = [i for i in comp.instructions if i.id not in starts]
-        kept = []
-        for i in keep:
-            c = type(i)()
-            c.CopyFrom(i)
-            kept.append(c)
-        del comp.instructions[:]
-        comp.instructions.extend(kept)
-        if comp.id in proto.schedule.sequences:
-            seq = [x for x in proto.schedule.sequences[comp.id].instruction_ids if x not in starts]
-            del proto.schedule.sequences[comp.id].instruction_ids[:]
-            proto.schedule.sequences[comp.id].instruction_ids.extend(seq)
+        _drop_instructions(proto, comp, starts)
     return print_module(proto, elide_large_constants=elides_constants(text))
 
 
@@ -823,18 +829,7 @@ def _restore_degenerate_broadcasts(proto) -> int:
             folded += 1
         if not removed:
             continue
-        kept = []
-        for inst in comp.instructions:
-            if inst.id not in removed:
-                c = type(inst)()
-                c.CopyFrom(inst)
-                kept.append(c)
-        del comp.instructions[:]
-        comp.instructions.extend(kept)
-        if comp.id in proto.schedule.sequences:
-            seq = [x for x in proto.schedule.sequences[comp.id].instruction_ids if x not in removed]
-            del proto.schedule.sequences[comp.id].instruction_ids[:]
-            proto.schedule.sequences[comp.id].instruction_ids.extend(seq)
+        _drop_instructions(proto, comp, removed)
     return folded
 
 
