@@ -41,11 +41,6 @@ from memmap.rl.solver import RLSolverOptions, default_checkpoint  # noqa: E402
 
 FRACTIONS = (0.125, 0.25, 0.5)
 REWARD_TIE = 1e-12    # true one-step rewards within this of the best count as best (ties)
-# The shipped checkpoint's self-play speed is not in its metadata (export_policy keeps step,
-# episodes, wall and CPU seconds only). The version of this section generated with
-# `--train-dir out/train_v1` (metrics.csv of the training run; that folder no longer exists)
-# recorded it at the last iteration; quoted with that source when the shipped checkpoint is used.
-SHIPPED_SELFPLAY = "self-play 35.8 moves/s, 286 simulations/s at the last iteration"
 
 
 def dynamics_check(ck: str, inst, sims: int, seed: int = 0) -> dict:
@@ -200,9 +195,8 @@ def _training_line(args, train_rows) -> str | None:
         return None
     line = (f"- training (from the checkpoint's metadata): {meta['step']} learner steps, {meta['episodes']} episodes, "
             f"{float(meta['wall_s']) / 60:.0f} min wall, {float(meta['cpu_s']) / 60:.0f} min CPU (trainer process)")
-    if not args.checkpoint:
-        line += (f"; {SHIPPED_SELFPLAY} (not in the checkpoint: quoted from the earlier version of this section, "
-                 "generated with `--train-dir out/train_v1`, whose metrics.csv no longer exists)")
+    # the self-play speed is not in the checkpoint (export_policy keeps these four only): pass
+    # --train-dir with the run's metrics.csv for it
     return line + "." + tail
 
 
